@@ -1,0 +1,147 @@
+"""The core message model every channel adapter converts to and from.
+
+Adapters turn platform payloads into :class:`InboundMessage`; the worker turns them into
+:class:`Reply`; the reply sender of the message's channel turns that back into a platform call.
+Both are plain dataclasses with a compact JSON form, because they cross Redis on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Priority(IntEnum):
+    """Queue priority: lower is more urgent."""
+
+    URGENT = 0  # order or payment problem
+    HIGH = 1  # VIP, human requested, complaint, follow-up on own order or refund
+    NORMAL = 2  # everything else
+
+
+class ReplySource(StrEnum):
+    """Where the text of a reply came from (the ``source`` field of a callback)."""
+
+    LLM = "llm"
+    CACHE = "cache"
+    TEMPLATE = "template"
+    HUMAN = "human"
+    FALLBACK = "fallback"
+    ACK = "ack"
+
+
+@dataclass(slots=True)
+class MessageMetadata:
+    """Optional facts a channel knows about a message (all optional)."""
+
+    vip: bool = False
+    order_issue: bool = False
+    payment_issue: bool = False
+    order_id: str | None = None
+    product_id: str | None = None
+    locale: str | None = None
+
+
+@dataclass(slots=True)
+class InboundMessage:
+    """A customer message, normalised. ``(channel, account, message_id)`` is unique."""
+
+    channel: str
+    message_id: str
+    user_id: str
+    conversation_id: str
+    text: str
+    account: str = ""  # gateway name, bot id...: the namespace the message id is unique in
+    metadata: MessageMetadata = field(default_factory=MessageMetadata)
+    reply_to: dict[str, str] = field(default_factory=dict)  # channel routing (callback_url...)
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.channel}:{self.account}:{self.message_id}"
+
+    @property
+    def conversation_key(self) -> str:
+        """The conversation, unique across channels and accounts."""
+        return f"{self.channel}:{self.account}:{self.conversation_id}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> InboundMessage:
+        data: dict[str, Any] = json.loads(raw)
+        data["metadata"] = MessageMetadata(**data.get("metadata") or {})
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Reply:
+    """The one answer to one inbound message, on its way back through the message's channel."""
+
+    ticket_id: str
+    priority: int
+    text: str
+    source: ReplySource
+    channel: str
+    account: str
+    message_id: str
+    conversation_id: str
+    user_id: str
+    reply_to: dict[str, str] = field(default_factory=dict)
+    error_code: str | None = None
+    # A synchronous waiter (webhook ?wait=N) may take the reply until then; callbacks wait for it.
+    wait_until: float = 0.0
+    created_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def for_message(
+        cls,
+        message: InboundMessage,
+        *,
+        ticket_id: str,
+        priority: int,
+        text: str,
+        source: ReplySource,
+        error_code: str | None = None,
+        wait_until: float = 0.0,
+    ) -> Reply:
+        return cls(
+            ticket_id=ticket_id,
+            priority=priority,
+            text=text,
+            source=source,
+            channel=message.channel,
+            account=message.account,
+            message_id=message.message_id,
+            conversation_id=message.conversation_id,
+            user_id=message.user_id,
+            reply_to=dict(message.reply_to),
+            error_code=error_code,
+            wait_until=wait_until,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Reply:
+        data: dict[str, Any] = json.loads(raw)
+        data["source"] = ReplySource(data["source"])
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    """A message as a worker holds it: the stream entry, its ticket and priority."""
+
+    entry_id: str
+    priority: int
+    ticket_id: str
+    message: InboundMessage
+    enqueued_at: float
+    deliveries: int = 1
+    wait_until: float = 0.0

@@ -1,0 +1,225 @@
+"""The outbox: replies on their way back out through the channel the customer used.
+
+A worker stores each reply in the outbox stream atomically with acking the inbound message
+(see ``PriorityQueue.finish``). The :class:`Outbox` consumes that stream with the same consumer
+group mechanics as the inbound queue, so a reply survives a crash of the process sending it.
+
+A reply goes out exactly one way. A synchronous waiter (the webhook's ``?wait=N``) and the
+asynchronous sender race for a per-ticket claim with ``SET NX``; whoever wins delivers it.
+The sender leaves the waiter the head start it asked for (``Reply.wait_until``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.errors import DeliveryError
+from core.keys import Keys
+from core.metrics import Metrics
+from core.models import Reply
+from core.queue import GROUP, ensure_group
+
+log = logging.getLogger("peakdesk.outbox")
+
+SYNC = "sync"
+ASYNC = "async"
+
+
+class ReplySender(Protocol):
+    """Sends one reply through one channel. Raises DeliveryError when the channel refused it."""
+
+    async def send(self, reply: Reply) -> None: ...
+
+
+class Outbox:
+    """Delivers stored replies through each channel's :class:`ReplySender`, with retries."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        senders: Mapping[str, ReplySender],
+        *,
+        consumer: str,
+        metrics: Metrics,
+        concurrency: int = 200,
+        max_attempts: int = 8,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 60.0,
+        claim_idle_s: float = 30.0,
+        claim_ttl_s: int = 7 * 24 * 3600,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.senders = dict(senders)
+        self.consumer = consumer
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.claim_idle_s = claim_idle_s
+        self.claim_ttl_s = claim_ttl_s
+        self.poll_interval_s = poll_interval_s
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+
+    # -- synchronous waiters --------------------------------------------------------------
+
+    def notify(self, ticket_id: str) -> None:
+        """Wake a waiter in this process at once (others find the reply by polling)."""
+        event = self._ready.get(ticket_id)
+        if event is not None:
+            event.set()
+
+    async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None:
+        """The reply to ``ticket_id`` if it is ready within ``timeout`` and nobody sent it yet.
+
+        When this returns a reply, the caller owns its delivery: no callback will be sent.
+        On a store error it returns None and the reply goes out asynchronously.
+        """
+        try:
+            return await self._wait_for_reply(ticket_id, timeout)
+        except RedisError as exc:
+            log.warning("waiting for ticket %s failed (%s)", ticket_id, type(exc).__name__)
+            return None
+
+    async def _wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None:
+        deadline = time.monotonic() + timeout
+        event = self._ready.setdefault(ticket_id, asyncio.Event())
+        try:
+            while True:
+                raw = await self.redis.get(self.keys.reply(ticket_id))
+                if raw is not None:
+                    claimed = await self.redis.set(
+                        self.keys.delivery_claim(ticket_id), SYNC, nx=True, ex=self.claim_ttl_s
+                    )
+                    return Reply.from_json(raw) if claimed else None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(event.wait(), min(self.poll_interval_s, left))
+                except TimeoutError:
+                    pass
+        finally:
+            self._ready.pop(ticket_id, None)
+
+    # -- asynchronous delivery ------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver replies until ``stop`` is set, then let in-flight deliveries finish."""
+        last_claim = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() - last_claim > self.claim_idle_s / 2:
+                    last_claim = time.monotonic()
+                    await self._claim_stale()
+                free = self.concurrency - len(self._in_flight)
+                if free <= 0:
+                    await asyncio.wait(list(self._in_flight.values()), timeout=1.0,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                found = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {self.keys.outbox: ">"}, count=free, block=500
+                )
+                for _, entries in found or []:
+                    for entry_id, fields in entries:
+                        self._start(entry_id, fields)
+            except RedisError as exc:
+                log.warning("outbox read failed (%s); retrying", type(exc).__name__)
+                if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
+                    with contextlib.suppress(RedisError):
+                        await ensure_group(self.redis, self.keys.outbox)
+                await asyncio.sleep(1.0)
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=10.0)
+
+    def _start(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        if entry_id in self._in_flight or "r" not in fields:
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(entry_id, fields["r"]))
+        self._in_flight[entry_id] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(entry_id, None))
+
+    async def _claim_stale(self) -> None:
+        idle_ms = int(self.claim_idle_s * 1000)
+        _, entries, *_ = await self.redis.xautoclaim(
+            self.keys.outbox, GROUP, self.consumer, min_idle_time=idle_ms, start_id="0-0",
+            count=100,
+        )
+        for entry_id, fields in entries:
+            if fields:
+                self._start(entry_id, fields)
+            else:
+                await self._ack(entry_id)
+        if self._in_flight:  # keep our own long-running deliveries from being claimed
+            await self.redis.xclaim(
+                self.keys.outbox, GROUP, self.consumer, 0, list(self._in_flight), justid=True
+            )
+
+    async def _deliver(self, entry_id: str, raw: str) -> None:
+        reply = Reply.from_json(raw)
+        try:
+            head_start = reply.wait_until - time.time()
+            if head_start > 0:
+                await asyncio.sleep(head_start)
+            claim_key = self.keys.delivery_claim(reply.ticket_id)
+            if not await self.redis.set(claim_key, ASYNC, nx=True, ex=self.claim_ttl_s):
+                owner = await self.redis.get(claim_key)
+                if owner == SYNC:  # the synchronous waiter already handed it over
+                    self.metrics.deliveries.labels(reply.channel, "sync").inc()
+                    await self._ack(entry_id)
+                    return
+            if await self._send_with_retries(reply):
+                self.metrics.deliveries.labels(reply.channel, "sent").inc()
+            else:
+                self.metrics.deliveries.labels(reply.channel, "failed").inc()
+                await self.redis.xadd(
+                    self.keys.dead_deliveries, {"r": raw}, maxlen=100_000, approximate=True
+                )
+            await self._ack(entry_id)
+        except RedisError as exc:
+            # Left pending: another pass (or process) claims it after the idle timeout.
+            log.warning("delivery of ticket %s interrupted: %s", reply.ticket_id,
+                        type(exc).__name__)
+        except Exception:
+            log.exception("delivery of ticket %s failed unexpectedly", reply.ticket_id)
+
+    async def _send_with_retries(self, reply: Reply) -> bool:
+        sender = self.senders.get(reply.channel)
+        if sender is None:
+            log.error("no reply sender for channel %r (ticket %s)", reply.channel, reply.ticket_id)
+            return False
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await sender.send(reply)
+                return True
+            except DeliveryError as exc:
+                if not exc.retryable or attempt == self.max_attempts:
+                    log.warning("reply for ticket %s not delivered: %s (attempt %d, final)",
+                                reply.ticket_id, exc, attempt)
+                    return False
+                self.metrics.deliveries.labels(reply.channel, "retry").inc()
+                delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
+                delay = delay / 2 + random.uniform(0, delay / 2)
+                log.info("reply for ticket %s: %s; retry %d in %.1fs",
+                         reply.ticket_id, exc, attempt, delay)
+                await asyncio.sleep(delay)
+        return False
+
+    async def _ack(self, entry_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.outbox, GROUP, entry_id)
+            pipe.xdel(self.keys.outbox, entry_id)
+            await pipe.execute()

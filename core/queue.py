@@ -1,0 +1,261 @@
+"""The priority queue: three Redis streams with one consumer group, shared by every process.
+
+Ingest side: :meth:`PriorityQueue.admit` dedupes, applies the admission limit and appends the
+message to the stream of its priority in one Lua script, so a message is acknowledged to its
+sender only once it is durably stored. Concurrent admissions are batched into one pipelined
+round trip (group commit): the Redis round trip, not Python, dominates the ingest path.
+
+Worker side: :meth:`read` always serves the most urgent non-empty priority first;
+:meth:`finish` records the one reply, hands it to the outbox and acks the entry atomically;
+:meth:`claim_stale` takes over the entries of crashed workers (XAUTOCLAIM) and reports how often
+each was delivered, so the worker can dead-letter poison messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from core.errors import AdmissionRefused, StoreUnavailable
+from core.keys import PRIORITIES, Keys
+from core.models import InboundMessage, QueuedMessage, Reply
+
+log = logging.getLogger("peakdesk.queue")
+
+GROUP = "workers"
+
+
+def _script(name: str) -> str:
+    return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+def new_ticket_id() -> str:
+    """A short ticket id, roughly time-ordered, safe to show to customers."""
+    return f"T{int(time.time() * 1000):x}{secrets.token_hex(3)}".upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    status: Literal["queued", "duplicate"]
+    ticket_id: str
+    priority: int
+
+
+async def ensure_group(redis: Redis, stream: str) -> None:
+    """Create ``stream`` and its consumer group unless they exist (reads from the start)."""
+    try:
+        await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PriorityQueue:
+    """Durable priority queue on Redis Streams (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        max_queue: int = 100_000,
+        ceiling_ratio: float = 1.1,
+        dedupe_ttl_s: int = 7 * 24 * 3600,
+        reply_ttl_s: int = 7 * 24 * 3600,
+        retry_after_s: int = 5,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.max_queue = max_queue
+        self.hard_ceiling = int(max_queue * ceiling_ratio)
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.reply_ttl_s = reply_ttl_s
+        self.retry_after_s = retry_after_s
+        self._admit_script = redis.register_script(_script("admit.lua"))
+        self._finish_script = redis.register_script(_script("finish.lua"))
+        self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
+        self._flushing = False
+
+    async def ensure_groups(self) -> None:
+        """Create the streams and the consumer groups (idempotent)."""
+        try:
+            for stream in (*self.keys.streams, self.keys.outbox):
+                await ensure_group(self.redis, stream)
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot create consumer groups: {exc}") from exc
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    async def admit(
+        self, message: InboundMessage, priority: int, *, wait_until: float = 0.0
+    ) -> Admission:
+        """Durably queue ``message`` once; a repeated ``dedupe_key`` returns the first ticket.
+
+        Raises AdmissionRefused over the limit and StoreUnavailable when Redis fails: in both
+        cases nothing was stored and the sender must not be told otherwise.
+        """
+        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._pending.append((message, priority, wait_until, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        # Group commit: whatever arrived while the previous batch was on the wire goes next.
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._admit_batch(batch)
+                except RedisError as exc:
+                    log.warning("admission failed: redis error %s", type(exc).__name__)
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreUnavailable("queue store unavailable"))
+                    continue
+                for (_, priority, _, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    status, value = _text(result[0]), _text(result[1])
+                    if status == "full":
+                        future.set_exception(AdmissionRefused(int(value), self.retry_after_s))
+                    elif status == "duplicate":
+                        future.set_result(Admission("duplicate", value, priority))
+                    else:
+                        future.set_result(Admission("queued", value, priority))
+        finally:
+            self._flushing = False
+
+    async def _admit_batch(
+        self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
+    ) -> list[Any]:
+        now = str(time.time())
+        streams = self.keys.streams
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message, priority, wait_until, _ in batch:
+                limit = self.max_queue if priority >= 2 else self.hard_ceiling
+                await self._admit_script(
+                    keys=[self.keys.seen(message.dedupe_key), *streams, streams[priority]],
+                    args=[
+                        new_ticket_id(),
+                        limit,
+                        self.dedupe_ttl_s,
+                        message.to_json(),
+                        now,
+                        repr(wait_until),
+                    ],
+                    client=pipe,
+                )
+            return list(await pipe.execute(raise_on_error=False))
+
+    # -- worker side ----------------------------------------------------------------------
+
+    async def read(self, consumer: str, count: int, block_ms: int = 0) -> list[QueuedMessage]:
+        """Take up to ``count`` new entries, from the most urgent non-empty priority first."""
+        for priority in PRIORITIES:
+            found = await self.redis.xreadgroup(
+                GROUP, consumer, {self.keys.stream(priority): ">"}, count=count
+            )
+            if found:
+                return self._parse_read(found)
+        if not block_ms:
+            return []
+        found = await self.redis.xreadgroup(
+            GROUP, consumer, dict.fromkeys(self.keys.streams, ">"), count=count, block=block_ms
+        )
+        return sorted(self._parse_read(found or []), key=lambda q: q.priority)
+
+    def _parse_read(self, found: Any) -> list[QueuedMessage]:
+        out: list[QueuedMessage] = []
+        for stream, entries in found:
+            priority = int(_text(stream).rsplit(":", 1)[1])
+            out.extend(self._parse_entry(priority, eid, fields) for eid, fields in entries if fields)
+        return out
+
+    @staticmethod
+    def _parse_entry(priority: int, entry_id: Any, fields: dict[str, str]) -> QueuedMessage:
+        return QueuedMessage(
+            entry_id=_text(entry_id),
+            priority=priority,
+            ticket_id=fields["t"],
+            message=InboundMessage.from_json(fields["m"]),
+            enqueued_at=float(fields["e"]),
+            wait_until=float(fields.get("w") or 0.0),
+        )
+
+    async def heartbeat(self, consumer: str, entries: Sequence[QueuedMessage]) -> None:
+        """Reset the idle time of entries still being worked on, so nobody claims them."""
+        by_priority: dict[int, list[str]] = {}
+        for entry in entries:
+            by_priority.setdefault(entry.priority, []).append(entry.entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for priority, ids in by_priority.items():
+                pipe.xclaim(self.keys.stream(priority), GROUP, consumer, 0, ids, justid=True)
+            await pipe.execute()
+
+    async def claim_stale(
+        self, consumer: str, min_idle_ms: int, count: int = 50
+    ) -> list[QueuedMessage]:
+        """Take over entries idle for ``min_idle_ms`` (their worker died), most urgent first."""
+        claimed: list[QueuedMessage] = []
+        for priority in PRIORITIES:
+            stream = self.keys.stream(priority)
+            _, entries, *_ = await self.redis.xautoclaim(
+                stream, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            )
+            live = [(eid, fields) for eid, fields in entries if fields]
+            if not live:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for eid, _ in live:
+                    pipe.xpending_range(stream, GROUP, min=eid, max=eid, count=1)
+                pending = await pipe.execute()
+            for (eid, fields), info in zip(live, pending, strict=True):
+                entry = self._parse_entry(priority, eid, fields)
+                entry.deliveries = int(info[0]["times_delivered"]) if info else 1
+                claimed.append(entry)
+            if len(claimed) >= count:
+                break
+        return claimed
+
+    async def stored_reply(self, ticket_id: str) -> Reply | None:
+        raw = await self.redis.get(self.keys.reply(ticket_id))
+        return Reply.from_json(raw) if raw else None
+
+    async def finish(
+        self, entry: QueuedMessage, reply: Reply, *, dead_reason: str | None = None
+    ) -> bool:
+        """Store ``reply`` as the one answer to ``entry``, queue it for delivery, ack the entry.
+
+        Returns False when the message already had a reply (it was processed twice): then
+        nothing new is sent. With ``dead_reason`` the entry is also copied to the dead letters.
+        """
+        keys = [self.keys.reply(entry.ticket_id), self.keys.outbox, self.keys.stream(entry.priority)]
+        args: list[Any] = [GROUP, entry.entry_id, reply.to_json(), self.reply_ttl_s]
+        if dead_reason is not None:
+            keys.append(self.keys.dead_letters)
+            args += [entry.message.to_json(), dead_reason]
+        created = await self._finish_script(keys=keys, args=args)
+        return bool(created)
+
+    async def depths(self) -> dict[int, int]:
+        """Messages queued or in progress, per priority."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.keys.streams:
+                pipe.xlen(stream)
+            lengths = await pipe.execute()
+        return {p: int(n) for p, n in zip(PRIORITIES, lengths, strict=True)}

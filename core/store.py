@@ -1,0 +1,34 @@
+"""Connecting to the state store: a real Redis server, or the embedded fakeredis default."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+log = logging.getLogger("peakdesk.store")
+
+
+def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
+    """A Redis client for ``url``; without a URL, an in-process fakeredis (one process only).
+
+    Responses are decoded to ``str`` everywhere: every value peakdesk stores is UTF-8 text.
+    """
+    if not url:
+        import fakeredis  # the embedded default; the same code paths and Lua scripts run on it
+
+        log.info("REDIS_URL not set: state lives in an in-process fakeredis (one process only)")
+        client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+        return client
+    # A blocking pool waits for a free connection instead of failing under a burst; the socket
+    # timeout stays above the longest blocking read (XREADGROUP BLOCK) the worker issues.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=5,
+        socket_connect_timeout=2.0,
+        socket_timeout=10.0,
+        health_check_interval=15,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets

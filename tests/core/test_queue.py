@@ -1,0 +1,134 @@
+"""PriorityQueue contract, on fakeredis and on the real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from core.errors import AdmissionRefused
+from core.keys import Keys
+from core.models import InboundMessage, Reply, ReplySource
+from core.queue import PriorityQueue
+
+
+def msg(n: int, text: str = "hi") -> InboundMessage:
+    return InboundMessage(channel="webhook", account="gw", message_id=f"m{n}", user_id=f"u{n}",
+                          conversation_id=f"u{n}", text=text,
+                          reply_to={"callback_url": "http://127.0.0.1:9/cb"})
+
+
+async def make_queue(redis: Redis, keys: Keys, **kw: int) -> PriorityQueue:
+    queue = PriorityQueue(redis, keys, **kw)
+    await queue.ensure_groups()
+    return queue
+
+
+async def test_admit_stores_once_and_dedupes_concurrent_copies(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    results = await asyncio.gather(*(queue.admit(msg(1), 2) for _ in range(5)))
+    queued = [r for r in results if r.status == "queued"]
+    assert len(queued) == 1
+    assert {r.ticket_id for r in results} == {queued[0].ticket_id}
+    assert await queue.depths() == {0: 0, 1: 0, 2: 1}
+
+
+async def test_group_commit_admits_a_burst_in_order(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    results = await asyncio.gather(*(queue.admit(msg(n), n % 3) for n in range(300)))
+    assert all(r.status == "queued" for r in results)
+    assert await queue.depths() == {0: 100, 1: 100, 2: 100}
+
+
+async def test_admission_limit_refuses_priority_2_first_then_all_at_the_ceiling(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = await make_queue(redis, keys, max_queue=10)  # hard ceiling 11
+    for n in range(10):
+        await queue.admit(msg(n), 2)
+    with pytest.raises(AdmissionRefused) as refused:
+        await queue.admit(msg(100), 2)
+    assert refused.value.depth == 10 and refused.value.retry_after > 0
+    assert (await queue.admit(msg(101), 0)).status == "queued"
+    with pytest.raises(AdmissionRefused):
+        await queue.admit(msg(102), 1)
+    # A refused message was not stored, so its sender's retry is not a "duplicate".
+    assert await redis.exists(keys.seen(msg(100).dedupe_key)) == 0
+
+
+async def test_read_takes_the_most_urgent_priority_first(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    for n in range(5):
+        await queue.admit(msg(n), 2)
+    await queue.admit(msg(50), 1)
+    await queue.admit(msg(60), 0)
+    first = await queue.read("c1", 2)
+    assert [(e.priority, e.message.message_id) for e in first] == [(0, "m60")]
+    second = await queue.read("c1", 3)
+    assert [(e.priority, e.message.message_id) for e in second] == [(1, "m50")]
+    third = await queue.read("c1", 3)
+    assert [e.message.message_id for e in third] == ["m0", "m1", "m2"]
+
+
+async def test_blocking_read_wakes_up_for_a_new_message(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    reader = asyncio.create_task(queue.read("c1", 10, block_ms=3000))
+    await asyncio.sleep(0.2)
+    await queue.admit(msg(1), 1)
+    entries = await asyncio.wait_for(reader, 5)
+    assert [(e.priority, e.message.message_id) for e in entries] == [(1, "m1")]
+
+
+async def test_finish_records_one_reply_acks_and_frees_the_slot(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    admission = await queue.admit(msg(1), 0)
+    [entry] = await queue.read("c1", 1)
+    assert entry.ticket_id == admission.ticket_id
+    reply = Reply.for_message(entry.message, ticket_id=entry.ticket_id, priority=0,
+                              text="answer", source=ReplySource.LLM)
+    assert await queue.finish(entry, reply) is True
+    again = Reply.for_message(entry.message, ticket_id=entry.ticket_id, priority=0,
+                              text="a second answer", source=ReplySource.LLM)
+    assert await queue.finish(entry, again) is False
+    stored = await queue.stored_reply(entry.ticket_id)
+    assert stored is not None and stored.text == "answer"
+    assert await redis.xlen(keys.outbox) == 1
+    assert await queue.depths() == {0: 0, 1: 0, 2: 0}
+
+
+async def test_claim_stale_takes_over_idle_entries_with_delivery_counts(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = await make_queue(redis, keys)
+    await queue.admit(msg(1), 2)
+    [taken] = await queue.read("crashed", 1)
+    assert await queue.claim_stale("rescuer", min_idle_ms=60_000) == []
+    await asyncio.sleep(0.15)
+    [claimed] = await queue.claim_stale("rescuer", min_idle_ms=100)
+    assert claimed.entry_id == taken.entry_id and claimed.deliveries == 2
+    await asyncio.sleep(0.15)
+    [again] = await queue.claim_stale("third", min_idle_ms=100)
+    assert again.deliveries == 3
+
+
+async def test_heartbeat_keeps_an_entry_from_being_claimed(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    await queue.admit(msg(1), 2)
+    entries = await queue.read("busy", 1)
+    await asyncio.sleep(0.15)
+    await queue.heartbeat("busy", entries)
+    assert await queue.claim_stale("other", min_idle_ms=100) == []
+
+
+async def test_dead_letter_keeps_a_copy_and_replies_once(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    await queue.admit(msg(1, "poison"), 2)
+    [entry] = await queue.read("c1", 1)
+    reply = Reply.for_message(entry.message, ticket_id=entry.ticket_id, priority=2,
+                              text="sorry", source=ReplySource.FALLBACK)
+    assert await queue.finish(entry, reply, dead_reason="deliveries=6")
+    [(_, fields)] = await redis.xrange(keys.dead_letters)
+    assert fields["reason"] == "deliveries=6"
+    assert InboundMessage.from_json(fields["m"]).text == "poison"
+    assert await queue.depths() == {0: 0, 1: 0, 2: 0}
