@@ -1,7 +1,7 @@
 """The peakdesk exception tree.
 
     PeakdeskError
-    ├── LLMError                 the chat-completions call failed (status, code, details, retry_after)
+    ├── LLMError                 a chat-completions call failed (status, code, retry_after)
     ├── StoreUnavailable         Redis could not be reached or refused the write
     ├── AdmissionRefused         the queue is over its admission limit (retry_after)
     └── DeliveryError            a channel could not take a reply (retryable or not)

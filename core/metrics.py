@@ -18,55 +18,74 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.admitted = Counter(
-            "peakdesk_messages_admitted", "Messages durably queued.", ["channel", "priority"],
+            "peakdesk_messages_admitted",
+            "Messages durably queued.",
+            ["channel", "priority"],
             registry=r,
         )
         self.duplicates = Counter(
-            "peakdesk_messages_duplicate", "Inbound messages already admitted before.",
-            ["channel"], registry=r,
+            "peakdesk_messages_duplicate",
+            "Inbound messages already admitted before.",
+            ["channel"],
+            registry=r,
         )
         self.rejected = Counter(
             "peakdesk_messages_rejected",
             "Inbound requests refused (reason: invalid, unauthorized, too_large, queue_full, "
             "store_unavailable).",
-            ["channel", "reason"], registry=r,
+            ["channel", "reason"],
+            registry=r,
         )
         self.processed = Counter(
-            "peakdesk_messages_processed", "Messages answered by a worker.", ["priority", "source"],
+            "peakdesk_messages_processed",
+            "Messages answered by a worker.",
+            ["priority", "source"],
             registry=r,
         )
         self.dead_letters = Counter(
-            "peakdesk_dead_letters", "Messages dead-lettered after too many deliveries.",
+            "peakdesk_dead_letters",
+            "Messages dead-lettered after too many deliveries.",
             registry=r,
         )
         self.in_flight = Gauge(
             "peakdesk_in_flight", "Messages being processed by this process.", registry=r
         )
         self.depth = Gauge(
-            "peakdesk_queue_depth", "Messages queued or in progress, per priority (all processes).",
-            ["priority"], registry=r,
+            "peakdesk_queue_depth",
+            "Messages queued or in progress, per priority (all processes).",
+            ["priority"],
+            registry=r,
         )
         self.wait = Histogram(
-            "peakdesk_queue_wait_seconds", "Time from admission to a worker taking the message.",
-            ["priority"], buckets=WAIT_BUCKETS, registry=r,
+            "peakdesk_queue_wait_seconds",
+            "Time from admission to a worker taking the message.",
+            ["priority"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
         )
         self.llm_latency = Histogram(
-            "peakdesk_llm_latency_seconds", "Latency of successful LLM calls (all attempts).",
-            buckets=LLM_BUCKETS, registry=r,
+            "peakdesk_llm_latency_seconds",
+            "Latency of successful LLM calls (all attempts).",
+            buckets=LLM_BUCKETS,
+            registry=r,
         )
         self.llm_errors = Counter(
             "peakdesk_llm_errors", "LLM calls that failed after retries.", ["code"], registry=r
         )
         self.llm_tokens = Counter(
-            "peakdesk_llm_tokens", "Tokens used (kind: prompt, completion, cached).", ["kind"],
+            "peakdesk_llm_tokens",
+            "Tokens used (kind: prompt, completion, cached).",
+            ["kind"],
             registry=r,
         )
         self.llm_cost = Counter(
             "peakdesk_llm_cost_usd", "Cost of LLM calls in USD from the price table.", registry=r
         )
         self.deliveries = Counter(
-            "peakdesk_deliveries", "Reply deliveries (outcome: sent, sync, retry, failed).",
-            ["channel", "outcome"], registry=r,
+            "peakdesk_deliveries",
+            "Reply deliveries (outcome: sent, sync, retry, failed).",
+            ["channel", "outcome"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -17,11 +17,12 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.aio import wait_event
 from core.errors import DeliveryError
 from core.keys import Keys
 from core.metrics import Metrics
@@ -108,10 +109,7 @@ class Outbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                try:
-                    await asyncio.wait_for(event.wait(), min(self.poll_interval_s, left))
-                except TimeoutError:
-                    pass
+                await wait_event(event, min(self.poll_interval_s, left))
         finally:
             self._ready.pop(ticket_id, None)
 
@@ -127,10 +125,13 @@ class Outbox:
                     await self._claim_stale()
                 free = self.concurrency - len(self._in_flight)
                 if free <= 0:
-                    await asyncio.wait(list(self._in_flight.values()), timeout=1.0,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        list(self._in_flight.values()),
+                        timeout=1.0,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     continue
-                found = await self.redis.xreadgroup(
+                found: Any = await self.redis.xreadgroup(
                     GROUP, self.consumer, {self.keys.outbox: ">"}, count=free, block=500
                 )
                 for _, entries in found or []:
@@ -143,7 +144,9 @@ class Outbox:
                         await ensure_group(self.redis, self.keys.outbox)
                 await asyncio.sleep(1.0)
         if self._in_flight:
-            await asyncio.wait(list(self._in_flight.values()), timeout=10.0)
+            _, unfinished = await asyncio.wait(list(self._in_flight.values()), timeout=10.0)
+            for task in unfinished:  # stays pending in Redis: claimed again after the idle time
+                task.cancel()
 
     def _start(self, entry_id: str, fields: Mapping[str, str]) -> None:
         if entry_id in self._in_flight or "r" not in fields:
@@ -155,7 +158,11 @@ class Outbox:
     async def _claim_stale(self) -> None:
         idle_ms = int(self.claim_idle_s * 1000)
         _, entries, *_ = await self.redis.xautoclaim(
-            self.keys.outbox, GROUP, self.consumer, min_idle_time=idle_ms, start_id="0-0",
+            self.keys.outbox,
+            GROUP,
+            self.consumer,
+            min_idle_time=idle_ms,
+            start_id="0-0",
             count=100,
         )
         for entry_id, fields in entries:
@@ -171,10 +178,12 @@ class Outbox:
     async def _deliver(self, entry_id: str, raw: str) -> None:
         reply = Reply.from_json(raw)
         try:
-            head_start = reply.wait_until - time.time()
-            if head_start > 0:
-                await asyncio.sleep(head_start)
             claim_key = self.keys.delivery_claim(reply.ticket_id)
+            # Leave a synchronous waiter its head start, but stop waiting once it took over.
+            while (head_start := reply.wait_until - time.time()) > 0:
+                if await self.redis.get(claim_key) == SYNC:
+                    break
+                await asyncio.sleep(min(head_start, 0.2))
             if not await self.redis.set(claim_key, ASYNC, nx=True, ex=self.claim_ttl_s):
                 owner = await self.redis.get(claim_key)
                 if owner == SYNC:  # the synchronous waiter already handed it over
@@ -191,8 +200,9 @@ class Outbox:
             await self._ack(entry_id)
         except RedisError as exc:
             # Left pending: another pass (or process) claims it after the idle timeout.
-            log.warning("delivery of ticket %s interrupted: %s", reply.ticket_id,
-                        type(exc).__name__)
+            log.warning(
+                "delivery of ticket %s interrupted: %s", reply.ticket_id, type(exc).__name__
+            )
         except Exception:
             log.exception("delivery of ticket %s failed unexpectedly", reply.ticket_id)
 
@@ -207,14 +217,23 @@ class Outbox:
                 return True
             except DeliveryError as exc:
                 if not exc.retryable or attempt == self.max_attempts:
-                    log.warning("reply for ticket %s not delivered: %s (attempt %d, final)",
-                                reply.ticket_id, exc, attempt)
+                    log.warning(
+                        "reply for ticket %s not delivered: %s (attempt %d, final)",
+                        reply.ticket_id,
+                        exc,
+                        attempt,
+                    )
                     return False
                 self.metrics.deliveries.labels(reply.channel, "retry").inc()
                 delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
                 delay = delay / 2 + random.uniform(0, delay / 2)
-                log.info("reply for ticket %s: %s; retry %d in %.1fs",
-                         reply.ticket_id, exc, attempt, delay)
+                log.info(
+                    "reply for ticket %s: %s; retry %d in %.1fs",
+                    reply.ticket_id,
+                    exc,
+                    attempt,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         return False
 

@@ -183,7 +183,9 @@ class PriorityQueue:
         out: list[QueuedMessage] = []
         for stream, entries in found:
             priority = int(_text(stream).rsplit(":", 1)[1])
-            out.extend(self._parse_entry(priority, eid, fields) for eid, fields in entries if fields)
+            out.extend(
+                self._parse_entry(priority, eid, fields) for eid, fields in entries if fields
+            )
         return out
 
     @staticmethod
@@ -199,7 +201,7 @@ class PriorityQueue:
 
     async def heartbeat(self, consumer: str, entries: Sequence[QueuedMessage]) -> None:
         """Reset the idle time of entries still being worked on, so nobody claims them."""
-        by_priority: dict[int, list[str]] = {}
+        by_priority: dict[int, list[Any]] = {}
         for entry in entries:
             by_priority.setdefault(entry.priority, []).append(entry.entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -244,7 +246,11 @@ class PriorityQueue:
         Returns False when the message already had a reply (it was processed twice): then
         nothing new is sent. With ``dead_reason`` the entry is also copied to the dead letters.
         """
-        keys = [self.keys.reply(entry.ticket_id), self.keys.outbox, self.keys.stream(entry.priority)]
+        keys = [
+            self.keys.reply(entry.ticket_id),
+            self.keys.outbox,
+            self.keys.stream(entry.priority),
+        ]
         args: list[Any] = [GROUP, entry.entry_id, reply.to_json(), self.reply_ttl_s]
         if dead_reason is not None:
             keys.append(self.keys.dead_letters)

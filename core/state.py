@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -65,15 +65,14 @@ class ConversationState:
             await pipe.execute()
 
     async def context(self, conversation_key: str) -> dict[str, str]:
-        result: dict[str, str] = await self.redis.hgetall(self.keys.context(conversation_key))
-        return result
+        return cast(dict[str, str], await self.redis.hgetall(self.keys.context(conversation_key)))
 
     async def update_context(self, conversation_key: str, values: Mapping[str, str]) -> None:
         if not values:
             return
         key = self.keys.context(conversation_key)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=dict(values))
+            pipe.hset(key, mapping=dict(values))  # type: ignore[arg-type]
             pipe.expire(key, self.history_ttl_s)
             await pipe.execute()
 
@@ -89,20 +88,19 @@ class ConversationState:
 
     async def put_product(self, product_id: str, info: Mapping[str, Any]) -> None:
         await self.redis.set(
-            self.keys.product(product_id), json.dumps(info, ensure_ascii=False),
+            self.keys.product(product_id),
+            json.dumps(info, ensure_ascii=False),
             ex=self.catalogue_ttl_s,
         )
 
     async def policy(self, name: str) -> str | None:
-        value: str | None = await self.redis.get(self.keys.policy(name))
-        return value
+        return cast(str | None, await self.redis.get(self.keys.policy(name)))
 
     async def put_policy(self, name: str, text: str) -> None:
         await self.redis.set(self.keys.policy(name), text, ex=self.catalogue_ttl_s)
 
     async def cached_response(self, digest: str) -> str | None:
-        value: str | None = await self.redis.get(self.keys.response_cache(digest))
-        return value
+        return cast(str | None, await self.redis.get(self.keys.response_cache(digest)))
 
     async def cache_response(self, digest: str, text: str) -> None:
         await self.redis.set(self.keys.response_cache(digest), text, ex=self.response_ttl_s)

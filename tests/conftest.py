@@ -20,7 +20,6 @@ REAL_REDIS_URL = os.environ.get("PEAKDESK_TEST_REDIS_URL", "redis://127.0.0.1:63
 WEBHOOK_SECRET = "test-webhook-secret"
 
 
-
 async def real_redis_or_skip() -> Redis:
     client = connect_redis(REAL_REDIS_URL)
     try:

@@ -14,9 +14,15 @@ from core.queue import PriorityQueue
 
 
 def msg(n: int, text: str = "hi") -> InboundMessage:
-    return InboundMessage(channel="webhook", account="gw", message_id=f"m{n}", user_id=f"u{n}",
-                          conversation_id=f"u{n}", text=text,
-                          reply_to={"callback_url": "http://127.0.0.1:9/cb"})
+    return InboundMessage(
+        channel="webhook",
+        account="gw",
+        message_id=f"m{n}",
+        user_id=f"u{n}",
+        conversation_id=f"u{n}",
+        text=text,
+        reply_to={"callback_url": "http://127.0.0.1:9/cb"},
+    )
 
 
 async def make_queue(redis: Redis, keys: Keys, **kw: int) -> PriorityQueue:
@@ -85,11 +91,17 @@ async def test_finish_records_one_reply_acks_and_frees_the_slot(redis: Redis, ke
     admission = await queue.admit(msg(1), 0)
     [entry] = await queue.read("c1", 1)
     assert entry.ticket_id == admission.ticket_id
-    reply = Reply.for_message(entry.message, ticket_id=entry.ticket_id, priority=0,
-                              text="answer", source=ReplySource.LLM)
+    reply = Reply.for_message(
+        entry.message, ticket_id=entry.ticket_id, priority=0, text="answer", source=ReplySource.LLM
+    )
     assert await queue.finish(entry, reply) is True
-    again = Reply.for_message(entry.message, ticket_id=entry.ticket_id, priority=0,
-                              text="a second answer", source=ReplySource.LLM)
+    again = Reply.for_message(
+        entry.message,
+        ticket_id=entry.ticket_id,
+        priority=0,
+        text="a second answer",
+        source=ReplySource.LLM,
+    )
     assert await queue.finish(entry, again) is False
     stored = await queue.stored_reply(entry.ticket_id)
     assert stored is not None and stored.text == "answer"
@@ -125,10 +137,18 @@ async def test_dead_letter_keeps_a_copy_and_replies_once(redis: Redis, keys: Key
     queue = await make_queue(redis, keys)
     await queue.admit(msg(1, "poison"), 2)
     [entry] = await queue.read("c1", 1)
-    reply = Reply.for_message(entry.message, ticket_id=entry.ticket_id, priority=2,
-                              text="sorry", source=ReplySource.FALLBACK)
+    reply = Reply.for_message(
+        entry.message,
+        ticket_id=entry.ticket_id,
+        priority=2,
+        text="sorry",
+        source=ReplySource.FALLBACK,
+    )
     assert await queue.finish(entry, reply, dead_reason="deliveries=6")
-    [(_, fields)] = await redis.xrange(keys.dead_letters)
+    dead = await redis.xrange(keys.dead_letters)
+    assert dead is not None
+    [(_, fields)] = dead
+    assert fields is not None
     assert fields["reason"] == "deliveries=6"
     assert InboundMessage.from_json(fields["m"]).text == "poison"
     assert await queue.depths() == {0: 0, 1: 0, 2: 0}

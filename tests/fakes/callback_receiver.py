@@ -71,8 +71,9 @@ class CallbackReceiver:
         if status >= 300:
             body["_status"] = status
         async with self._arrived:
-            self.received.append(Callback(dict(request.headers), body, signature_ok,
-                                          time.monotonic()))
+            self.received.append(
+                Callback(dict(request.headers), body, signature_ok, time.monotonic())
+            )
             self._arrived.notify_all()
         return web.json_response({"ok": status < 300}, status=status)
 
@@ -81,7 +82,9 @@ class CallbackReceiver:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self._server.close()

@@ -1,0 +1,1 @@
+"""Channel adapters: each converts platform payloads to core models and core replies back."""

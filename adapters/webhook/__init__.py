@@ -1,0 +1,1 @@
+"""The generic signed webhook channel for third-party messaging gateways."""

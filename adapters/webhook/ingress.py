@@ -1,0 +1,160 @@
+"""``POST /webhook/{gateway}``: signed JSON in, 202 only once the message is durably queued."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from adapters.webhook.convert import (
+    CHANNEL,
+    GATEWAY_NAME,
+    MAX_BODY_BYTES,
+    PayloadError,
+    callback_body,
+    parse_payload,
+    to_inbound,
+)
+from adapters.webhook.signing import SignatureError, verify
+from core.errors import AdmissionRefused, StoreUnavailable
+from core.metrics import Metrics
+from core.models import InboundMessage, MessageMetadata, Reply
+from core.queue import Admission
+
+log = logging.getLogger("peakdesk.webhook")
+
+MAX_WAIT_S = 25.0
+
+
+class Admitter(Protocol):
+    async def admit(
+        self, message: InboundMessage, priority: int, *, wait_until: float = 0.0
+    ) -> Admission: ...
+
+
+class PriorityDetector(Protocol):
+    def detect(self, text: str, metadata: MessageMetadata | None = None) -> Any: ...
+
+
+class ReplyWaiter(Protocol):
+    async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None: ...
+
+
+def _error(status: int, message: str, field: str | None = None, **headers: str) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+class WebhookIngress:
+    """Validates, authenticates and admits gateway messages (see the README's contract)."""
+
+    def __init__(
+        self,
+        queue: Admitter,
+        detector: PriorityDetector,
+        waiter: ReplyWaiter,
+        metrics: Metrics,
+        *,
+        secret: str | None,
+        allow_unsigned: bool,
+        default_callback_url: str | None,
+        retry_after_s: int = 5,
+    ) -> None:
+        self.queue = queue
+        self.detector = detector
+        self.waiter = waiter
+        self.metrics = metrics
+        self.secret = secret
+        self.allow_unsigned = allow_unsigned
+        self.default_callback_url = default_callback_url
+        self.retry_after_s = retry_after_s
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/webhook/{gateway}", self.handle)]
+
+    def _reject(
+        self, reason: str, status: int, message: str, field: str | None = None, **headers: str
+    ) -> web.Response:
+        self.metrics.rejected.labels(CHANNEL, reason).inc()
+        return _error(status, message, field, **headers)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        gateway = request.match_info["gateway"]
+        if not GATEWAY_NAME.fullmatch(gateway):
+            return self._reject(
+                "invalid", 400, "gateway: 1-32 characters of a-z, 0-9, - and _", "gateway"
+            )
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
+        try:
+            body = await request.content.read(MAX_BODY_BYTES + 1)
+        except (ValueError, ConnectionError) as exc:
+            return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
+        if len(body) > MAX_BODY_BYTES:
+            return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
+
+        if self.secret:
+            try:
+                verify(self.secret, request.headers, body)
+            except SignatureError as exc:
+                return self._reject("unauthorized", 401, str(exc))
+        elif not self.allow_unsigned:
+            return self._reject("unauthorized", 401, "WEBHOOK_SECRET is not configured")
+
+        wait = 0.0
+        if "wait" in request.query:
+            try:
+                wait = float(request.query["wait"])
+            except ValueError:
+                wait = -1.0
+            if not 0 <= wait <= MAX_WAIT_S:
+                return self._reject(
+                    "invalid", 400, f"wait: a number of seconds 0-{MAX_WAIT_S:g}", "wait"
+                )
+        try:
+            payload = parse_payload(body)
+            message = to_inbound(gateway, payload, self.default_callback_url)
+        except PayloadError as exc:
+            return self._reject("invalid", 400, str(exc), exc.field)
+
+        priority = int(self.detector.detect(message.text, message.metadata).priority)
+        wait_until = time.time() + wait if wait else 0.0
+        try:
+            admission = await self.queue.admit(message, priority, wait_until=wait_until)
+        except AdmissionRefused as exc:
+            return self._reject(
+                "queue_full",
+                503,
+                "queue full, retry later",
+                None,
+                **{"Retry-After": str(exc.retry_after)},
+            )
+        except StoreUnavailable:
+            return self._reject(
+                "store_unavailable",
+                503,
+                "message store unavailable, retry later",
+                None,
+                **{"Retry-After": str(self.retry_after_s)},
+            )
+
+        if admission.status == "duplicate":
+            self.metrics.duplicates.labels(CHANNEL).inc()
+            return web.json_response({"status": "duplicate", "ticket_id": admission.ticket_id})
+        self.metrics.admitted.labels(CHANNEL, str(priority)).inc()
+        queued = {"status": "queued", "ticket_id": admission.ticket_id, "priority": priority}
+        if wait:
+            reply = await self.waiter.wait_for_reply(admission.ticket_id, wait)
+            if reply is not None:
+                return web.json_response(
+                    {
+                        "status": "answered",
+                        "ticket_id": admission.ticket_id,
+                        "reply": callback_body(reply),
+                    }
+                )
+        return web.json_response(queued, status=202)

@@ -1,0 +1,122 @@
+"""The ``peakdesk`` command: ``serve`` (HTTP server plus workers) and ``worker`` (workers only)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from bots.logs import configure_logging
+from bots.runtime import Runtime
+from bots.settings import Settings, describe_error, reveal
+
+log = logging.getLogger("peakdesk")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peakdesk", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="HTTP server (webhooks, health, metrics) + workers")
+    serve.add_argument("--host", help="listen address (default PEAKDESK_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (default PEAKDESK_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="in-process worker loops; 0 = gateway only (default 1)",
+    )
+    worker = commands.add_parser("worker", help="workers only, to scale out on a shared Redis")
+    worker.add_argument("--workers", type=int, default=1, help="worker loops (default 1)")
+    return parser
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, or exit with one line naming the bad variable."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except Exception as exc:
+        print(f"peakdesk: {describe_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_startup(settings: Settings, *, serving: bool) -> None:
+    """Refuse unsafe combinations; announce the embedded defaults."""
+    if serving and not reveal(settings.webhook_secret):
+        if not settings.on_loopback:
+            print(
+                f"peakdesk: refusing to listen on {settings.peakdesk_host} without WEBHOOK_SECRET "
+                "(unsigned webhooks are accepted only on a loopback address)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        log.warning("WEBHOOK_SECRET is not set: accepting unsigned webhooks (loopback only)")
+    if not reveal(settings.holysheep_api_key):
+        log.warning(
+            "HOLYSHEEP_API_KEY is not set: the LLM is not configured, "
+            "customers get the fallback answer"
+        )
+    if not settings.redis_url:
+        log.warning("REDIS_URL is not set: embedded in-process store (fakeredis), one process only")
+
+
+async def _run(settings: Settings, workers: int, serving: bool) -> None:
+    runtime = Runtime(settings, workers=workers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    try:
+        await runtime.start()
+        if serving:
+            runner = web.AppRunner(runtime.app(), access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.peakdesk_host, settings.peakdesk_port, backlog=4096)
+            await site.start()
+            log.info(
+                "listening on http://%s:%d with %d worker loop(s)",
+                settings.peakdesk_host,
+                settings.peakdesk_port,
+                workers,
+            )
+        else:
+            log.info("worker started with %d worker loop(s)", workers)
+        await stop.wait()
+        log.info("stopping: no new work is taken")
+    finally:
+        if runner is not None:
+            await runner.cleanup()  # stop accepting requests first
+        await runtime.stop()
+        log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    serving = args.command == "serve"
+    settings = load_settings(
+        peakdesk_host=getattr(args, "host", None), peakdesk_port=getattr(args, "port", None)
+    )
+    configure_logging(settings.peakdesk_log_format, settings.peakdesk_log_level)
+    if args.workers < 0:
+        print("peakdesk: --workers must be 0 or more", file=sys.stderr)
+        raise SystemExit(2)
+    check_startup(settings, serving=serving)
+    if not serving and args.workers == 0:
+        print("peakdesk: a worker process needs --workers 1 or more", file=sys.stderr)
+        raise SystemExit(2)
+    if not settings.redis_url and not serving:
+        print(
+            "peakdesk: `peakdesk worker` needs REDIS_URL (the embedded store is one process)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    asyncio.run(_run(settings, args.workers, serving))
+
+
+if __name__ == "__main__":
+    main()

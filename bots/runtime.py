@@ -1,0 +1,141 @@
+"""Wires one process together from the settings: store, queue, LLM, handler, workers, channels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from adapters.webhook.convert import CHANNEL as WEBHOOK
+from adapters.webhook.ingress import WebhookIngress
+from adapters.webhook.sender import CallbackSender
+from bots.http import build_app
+from bots.settings import Settings, reveal
+from core.errors import StoreUnavailable
+from core.handler import DEFAULT_SYSTEM_PROMPT, ReplyHandler
+from core.keys import Keys
+from core.llm import HolySheepClient
+from core.metrics import Metrics
+from core.outbox import Outbox
+from core.priority import PriorityDetector
+from core.queue import PriorityQueue
+from core.state import ConversationState
+from core.store import connect_redis
+from core.worker import Worker, consumer_name
+
+log = logging.getLogger("peakdesk.runtime")
+
+
+class Runtime:
+    """Everything one peakdesk process runs. ``workers=0`` makes a gateway-only process."""
+
+    def __init__(self, settings: Settings, *, workers: int = 1, redis: Redis | None = None) -> None:
+        self.settings = s = settings
+        self._owns_redis = redis is None
+        self.redis = redis if redis is not None else connect_redis(s.redis_url)
+        self.keys = Keys(s.peakdesk_redis_prefix)
+        self.metrics = Metrics()
+        self.queue = PriorityQueue(
+            self.redis,
+            self.keys,
+            max_queue=s.peakdesk_max_queue,
+            dedupe_ttl_s=s.peakdesk_dedupe_ttl_s,
+            retry_after_s=s.peakdesk_retry_after_s,
+        )
+        self.state = ConversationState(
+            self.redis,
+            self.keys,
+            history_turns=s.peakdesk_history_turns,
+            history_ttl_s=s.peakdesk_history_ttl_s,
+            catalogue_ttl_s=s.peakdesk_catalogue_ttl_s,
+            response_ttl_s=s.peakdesk_response_cache_ttl_s,
+        )
+        self.detector = PriorityDetector(s.priority_overrides)
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self.llm = HolySheepClient(
+            api_key=reveal(s.holysheep_api_key),
+            base_url=s.holysheep_base_url,
+            model=s.holysheep_model,
+            max_tokens=s.holysheep_max_tokens,
+            temperature=s.holysheep_temperature,
+            attempt_timeout=s.holysheep_timeout_s,
+            max_attempts=s.holysheep_max_attempts,
+            deadline=s.holysheep_deadline_s,
+            backoff_base=s.holysheep_backoff_base_s,
+            prices=s.prices,
+            session=self.http,
+        )
+        self.handler = ReplyHandler(
+            self.llm,
+            self.state,
+            self.metrics,
+            system_prompt=s.peakdesk_system_prompt or DEFAULT_SYSTEM_PROMPT,
+            model=s.holysheep_model,
+        )
+        secret = reveal(s.webhook_secret)
+        self.outbox = Outbox(
+            self.redis,
+            self.keys,
+            {WEBHOOK: CallbackSender(self.http, secret, timeout_s=s.webhook_callback_timeout_s)},
+            consumer=consumer_name("outbox"),
+            metrics=self.metrics,
+            max_attempts=s.webhook_callback_max_attempts,
+            claim_idle_s=s.peakdesk_claim_idle_s,
+        )
+        self.ingress = WebhookIngress(
+            self.queue,
+            self.detector,
+            self.outbox,
+            self.metrics,
+            secret=secret,
+            allow_unsigned=s.on_loopback,
+            default_callback_url=s.webhook_callback_url,
+            retry_after_s=s.peakdesk_retry_after_s,
+        )
+        self.workers = [
+            Worker(
+                self.queue,
+                self.handler,
+                self.metrics,
+                notifier=self.outbox,
+                max_concurrent=s.peakdesk_max_concurrent,
+                claim_idle_s=s.peakdesk_claim_idle_s,
+                max_deliveries=s.peakdesk_max_deliveries,
+            )
+            for _ in range(workers)
+        ]
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def app(self) -> web.Application:
+        return build_app(self.ingress.routes(), self.redis, self.queue, self.metrics)
+
+    async def start(self) -> None:
+        """Create the consumer groups and start the workers and the outbox (if any workers).
+
+        A Redis outage at start-up is not fatal: /readyz reports it, ingest answers 503 and
+        the workers keep retrying until Redis is back.
+        """
+        try:
+            await self.queue.ensure_groups()
+        except StoreUnavailable:
+            log.warning("Redis is not reachable at start-up; retrying in the background")
+        loop = asyncio.get_running_loop()
+        if self.workers:
+            self._tasks.append(loop.create_task(self.outbox.run(self.stopping)))
+        self._tasks += [loop.create_task(w.run(self.stopping)) for w in self.workers]
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight work finish (or stay pending for others), close."""
+        self.stopping.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.llm.aclose()
+        await self.http.close()
+        if self._owns_redis:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()

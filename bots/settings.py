@@ -1,0 +1,115 @@
+"""All settings, read once at start-up from the environment and an optional ``.env`` file.
+
+Every name is listed in ``.env.example`` and in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.llm import DEFAULT_BASE_URL, DEFAULT_MODEL, ModelPrice, parse_price_table
+from core.models import Priority
+from core.priority import parse_priority_map
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # LLM provider
+    holysheep_api_key: SecretStr | None = None
+    holysheep_base_url: str = DEFAULT_BASE_URL
+    holysheep_model: str = DEFAULT_MODEL
+    holysheep_max_tokens: int = Field(500, ge=1, le=32_000)
+    holysheep_temperature: float = Field(0.7, ge=0, le=2)
+    holysheep_timeout_s: float = Field(10.0, gt=0)
+    holysheep_max_attempts: int = Field(3, ge=1, le=10)
+    holysheep_deadline_s: float = Field(30.0, gt=0)
+    holysheep_backoff_base_s: float = Field(1.0, ge=0)
+    holysheep_prices: str = ""  # JSON price table overrides, see core/llm.py
+
+    # State
+    redis_url: str | None = None
+    peakdesk_redis_prefix: str = Field("pd", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    # HTTP server
+    peakdesk_host: str = "127.0.0.1"
+    peakdesk_port: int = Field(8080, ge=0, le=65535)
+
+    # Webhook channel
+    webhook_secret: SecretStr | None = None
+    webhook_callback_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    webhook_callback_timeout_s: float = Field(10.0, gt=0)
+    webhook_callback_max_attempts: int = Field(8, ge=1, le=50)
+
+    # Queue and workers
+    peakdesk_max_concurrent: int = Field(50, ge=1, le=10_000)
+    peakdesk_max_queue: int = Field(100_000, ge=1)
+    peakdesk_claim_idle_s: float = Field(30.0, gt=0)
+    peakdesk_max_deliveries: int = Field(5, ge=1)
+    peakdesk_retry_after_s: int = Field(5, ge=1, le=3600)
+    peakdesk_dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+
+    # Conversation state
+    peakdesk_history_turns: int = Field(20, ge=0, le=200)
+    peakdesk_history_ttl_s: int = Field(3600, ge=1)
+    peakdesk_catalogue_ttl_s: int = Field(24 * 3600, ge=1)
+    peakdesk_response_cache_ttl_s: int = Field(3600, ge=1)
+    peakdesk_system_prompt: str | None = None
+    peakdesk_priority_map: str = ""  # e.g. "complaint=0,track_order=2"
+
+    # Logging
+    peakdesk_log_format: Literal["text", "json"] = "text"
+    peakdesk_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("holysheep_prices")
+    @classmethod
+    def _prices_parse(cls, value: str) -> str:
+        if value:
+            parse_price_table(value)
+        return value
+
+    @field_validator("peakdesk_priority_map")
+    @classmethod
+    def _priority_map_parses(cls, value: str) -> str:
+        if value:
+            parse_priority_map(value)
+        return value
+
+    @property
+    def prices(self) -> dict[str, ModelPrice] | None:
+        return parse_price_table(self.holysheep_prices) if self.holysheep_prices else None
+
+    @property
+    def priority_overrides(self) -> dict[str, Priority]:
+        return parse_priority_map(self.peakdesk_priority_map) if self.peakdesk_priority_map else {}
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether the server listens on a loopback address only (unsigned webhooks allowed)."""
+        host = self.peakdesk_host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+def reveal(value: SecretStr | None) -> str | None:
+    """The secret's value, or None when it is unset or empty."""
+    return (value.get_secret_value() or None) if value is not None else None
+
+
+def describe_error(exc: Exception) -> str:
+    """One line naming the variable that is wrong, for start-up failures."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        error = exc.errors(include_url=False)[0]
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        return f"invalid setting {name}: {error['msg']}"
+    return f"invalid settings: {exc}"

@@ -1,0 +1,191 @@
+"""The worker: takes messages from the priority queue and answers each exactly once.
+
+At most ``max_concurrent`` messages are processed at a time (each may hold one LLM call), and
+only as many entries are read as there are free slots, so the most urgent queued message is
+always the next one started. Entries of crashed workers are claimed after ``claim_idle_s``;
+entries delivered more than ``max_deliveries`` times go to the dead letters with an apology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Protocol
+
+from redis.exceptions import RedisError
+
+from core.aio import wait_event
+from core.errors import StoreUnavailable
+from core.metrics import Metrics
+from core.models import QueuedMessage, Reply
+from core.queue import PriorityQueue
+
+log = logging.getLogger("peakdesk.worker")
+
+
+class Answerer(Protocol):
+    async def answer(self, entry: QueuedMessage) -> Reply: ...
+
+    async def remember(self, entry: QueuedMessage, reply: Reply) -> None: ...
+
+    def apology(self, entry: QueuedMessage, code: str) -> Reply: ...
+
+
+class ReplyNotifier(Protocol):
+    def notify(self, ticket_id: str) -> None: ...
+
+
+def consumer_name(role: str = "worker") -> str:
+    """A consumer name unique per process and loop: host, pid and a random suffix."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """One consumer of the priority queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        queue: PriorityQueue,
+        handler: Answerer,
+        metrics: Metrics,
+        *,
+        notifier: ReplyNotifier | None = None,
+        consumer: str | None = None,
+        max_concurrent: int = 50,
+        claim_idle_s: float = 30.0,
+        max_deliveries: int = 5,
+        block_ms: int = 1000,
+        shutdown_grace_s: float = 20.0,
+    ) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.metrics = metrics
+        self.notifier = notifier
+        self.consumer = consumer or consumer_name()
+        self.max_concurrent = max_concurrent
+        self.claim_idle_s = claim_idle_s
+        self.max_deliveries = max_deliveries
+        self.block_ms = block_ms
+        self.shutdown_grace_s = shutdown_grace_s
+        self._in_flight: dict[str, tuple[QueuedMessage, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process messages until ``stop`` is set; then finish what is in flight.
+
+        What does not finish within the grace period stays pending in Redis and is claimed by
+        another worker after the idle timeout: nothing is lost.
+        """
+        maintenance = asyncio.get_running_loop().create_task(self._maintain(stop))
+        try:
+            await self._read_loop(stop)
+        finally:
+            maintenance.cancel()
+            tasks = [task for _, task in self._in_flight.values()]
+            if tasks:
+                log.info("stopping: waiting for %d messages in flight", len(tasks))
+                _, pending = await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+                for task in pending:
+                    task.cancel()
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            free = self.max_concurrent - len(self._in_flight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await wait_event(self._slot_freed, 1.0)
+                continue
+            try:
+                entries = await self.queue.read(self.consumer, free, self.block_ms)
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                log.warning("queue read failed (%s); retrying", type(exc).__name__)
+                if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
+                    with contextlib.suppress(StoreUnavailable):
+                        await self.queue.ensure_groups()
+                await wait_event(stop, min(5.0, 0.2 * 2**failures))
+                continue
+            for entry in entries:
+                self._start(entry)
+
+    async def _maintain(self, stop: asyncio.Event) -> None:
+        """Heartbeat our own entries and claim those of dead workers, every few seconds."""
+        interval = max(0.05, self.claim_idle_s / 3)
+        while not stop.is_set():
+            await wait_event(stop, interval)
+            try:
+                if self._in_flight:
+                    await self.queue.heartbeat(
+                        self.consumer, [e for e, _ in self._in_flight.values()]
+                    )
+                free = self.max_concurrent - len(self._in_flight)
+                if free > 0 and not stop.is_set():
+                    stale = await self.queue.claim_stale(
+                        self.consumer, int(self.claim_idle_s * 1000), count=free
+                    )
+                    for entry in stale:
+                        log.info(
+                            "ticket %s: taken over (delivery %d)", entry.ticket_id, entry.deliveries
+                        )
+                        self._start(entry)
+            except RedisError as exc:
+                log.warning("queue maintenance failed (%s)", type(exc).__name__)
+
+    def _start(self, entry: QueuedMessage) -> None:
+        if entry.entry_id in self._in_flight:
+            return
+        task = asyncio.get_running_loop().create_task(self.process(entry))
+        self._in_flight[entry.entry_id] = (entry, task)
+        self.metrics.in_flight.inc()
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._in_flight.pop(entry.entry_id, None)
+            self.metrics.in_flight.dec()
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    async def process(self, entry: QueuedMessage) -> None:
+        """Answer one entry and hand the reply over; on any error leave it pending for a retry."""
+        priority = str(entry.priority)
+        try:
+            if entry.deliveries > self.max_deliveries:
+                await self._dead_letter(entry)
+                return
+            self.metrics.wait.labels(priority).observe(max(0.0, time.time() - entry.enqueued_at))
+            reply = await self.queue.stored_reply(entry.ticket_id)
+            if reply is None:
+                reply = await self.handler.answer(entry)
+            if await self.queue.finish(entry, reply):
+                await self.handler.remember(entry, reply)
+                self.metrics.processed.labels(priority, reply.source.value).inc()
+                if self.notifier is not None:
+                    self.notifier.notify(entry.ticket_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "ticket %s: processing failed (%s); left for a retry",
+                entry.ticket_id,
+                type(exc).__name__,
+                exc_info=not isinstance(exc, RedisError),
+            )
+
+    async def _dead_letter(self, entry: QueuedMessage) -> None:
+        log.error("ticket %s: delivered %d times, dead-lettered", entry.ticket_id, entry.deliveries)
+        reply = self.handler.apology(entry, "dead_letter")
+        await self.queue.finish(entry, reply, dead_reason=f"deliveries={entry.deliveries}")
+        self.metrics.dead_letters.inc()
+        if self.notifier is not None:
+            self.notifier.notify(entry.ticket_id)

@@ -1,0 +1,86 @@
+"""A running peakdesk for end-to-end tests: the real Runtime and app on a loopback port."""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from adapters.webhook.signing import signed_headers
+from bots.runtime import Runtime
+from bots.settings import Settings
+from core.keys import Keys
+from tests.conftest import WEBHOOK_SECRET
+
+__all__ = ["WEBHOOK_SECRET", "Service", "make_settings", "message"]
+
+
+def make_settings(keys: Keys, **overrides: Any) -> Settings:
+    """Settings for a test: no .env file, tiny backoffs, the test's own key prefix."""
+    values: dict[str, Any] = {
+        "holysheep_api_key": "sk-test-key",
+        "holysheep_backoff_base_s": 0.01,
+        "webhook_secret": WEBHOOK_SECRET,
+        "peakdesk_redis_prefix": keys.prefix,
+        "peakdesk_claim_idle_s": 2.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+class Service:
+    """``async with Service(settings, redis) as svc``: peakdesk serving on 127.0.0.1."""
+
+    def __init__(self, settings: Settings, redis: Redis | None, *, workers: int = 1) -> None:
+        self.runtime = Runtime(settings, workers=workers, redis=redis)
+        self.server = TestServer(self.runtime.app(), host="127.0.0.1", port=0)
+        self.client = aiohttp.ClientSession()
+
+    async def __aenter__(self) -> Service:
+        await self.runtime.start()
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.close()
+        await self.server.close()
+        await self.runtime.stop()
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def post(
+        self,
+        gateway: str,
+        payload: Any,
+        *,
+        secret: str | None = WEBHOOK_SECRET,
+        now: float | None = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Post a (signed) webhook; returns status, JSON body and headers."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        sent = {"Content-Type": "application/json"}
+        if secret:
+            sent.update(signed_headers(secret, body, now))
+        sent.update(headers or {})
+        async with self.client.post(
+            self.url(f"/webhook/{gateway}{query}"), data=body, headers=sent
+        ) as response:
+            return response.status, await response.json(), dict(response.headers)
+
+
+def message(
+    n: int | str = 1, text: str = "hello, what are your opening hours?", **extra: Any
+) -> dict[str, Any]:
+    return {"message_id": f"m-{n}", "user_id": f"u-{n}", "text": text, **extra}
