@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -99,11 +101,17 @@ async def serve(cpu: int | None) -> None:
     print(port, flush=True)
     loop = asyncio.get_running_loop()
     # Stop when the parent closes our stdin (or dies), or after SERVER_LIFETIME at the latest.
-    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
+    # A daemon thread, so a reader still blocked at the lifetime limit cannot hold up the exit.
+    stdin_closed = asyncio.Event()
+
+    def wait_for_eof() -> None:
+        sys.stdin.read()
+        loop.call_soon_threadsafe(stdin_closed.set)
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
     try:
-        await asyncio.wait_for(stdin_closed, SERVER_LIFETIME)
-    except TimeoutError:
-        pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stdin_closed.wait(), SERVER_LIFETIME)
     finally:
         await runner.cleanup()
 

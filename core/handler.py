@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from core.errors import LLMError
 from core.metrics import Metrics
-from core.models import QueuedMessage, Reply, ReplySource
+from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource
 from core.state import ConversationState, Turn, normalise_text, response_cache_digest
 
 log = logging.getLogger("peakdesk.handler")
@@ -47,6 +47,14 @@ class ChatClient(Protocol):
     async def complete(self, messages: Any) -> Any: ...
 
 
+def customer_facts(metadata: MessageMetadata) -> dict[str, str]:
+    """What a message's metadata tells about the customer, kept as conversation context."""
+    facts = {"order id": metadata.order_id, "locale": metadata.locale}
+    if metadata.vip:
+        facts["status"] = "VIP customer"
+    return {key: value for key, value in facts.items() if value}
+
+
 def apology_text(ticket_id: str, code: str, locale: str | None) -> str:
     lang = "zh" if (locale or "").lower().startswith("zh") else "en"
     return APOLOGY[lang].format(ticket=ticket_id, code=code)
@@ -74,6 +82,7 @@ class ReplyHandler:
         message = entry.message
         conversation = message.conversation_key
         history = await self.state.history(conversation)
+        context = {**await self.state.context(conversation), **customer_facts(message.metadata)}
         product = None
         if message.metadata.product_id:
             product = await self.state.product(message.metadata.product_id)
@@ -82,6 +91,7 @@ class ReplyHandler:
             normalise_text(message.text),
             history,
             product,
+            context,
             self.system_prompt,
             self.model,
         )
@@ -99,6 +109,9 @@ class ReplyHandler:
                     + json.dumps(product, ensure_ascii=False),
                 }
             )
+        if context:
+            facts = "; ".join(f"{key}: {value}" for key, value in sorted(context.items()))
+            messages.append({"role": "system", "content": f"Known about this customer: {facts}"})
         messages.append({"role": "user", "content": message.text})
 
         started = time.monotonic()
@@ -137,6 +150,9 @@ class ReplyHandler:
         if reply.source in (ReplySource.LLM, ReplySource.CACHE, ReplySource.TEMPLATE):
             turns.append({"role": "assistant", "content": reply.text})
         await self.state.append(entry.message.conversation_key, turns)
+        await self.state.update_context(
+            entry.message.conversation_key, customer_facts(entry.message.metadata)
+        )
 
     def apology(self, entry: QueuedMessage, code: str) -> Reply:
         """The fallback reply: what happens next, the ticket id, an error code."""

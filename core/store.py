@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 from redis.asyncio import BlockingConnectionPool, Redis
-
-log = logging.getLogger("peakdesk.store")
 
 
 def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
@@ -17,7 +13,6 @@ def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
     if not url:
         import fakeredis  # the embedded default; the same code paths and Lua scripts run on it
 
-        log.info("REDIS_URL not set: state lives in an in-process fakeredis (one process only)")
         client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
         return client
     # A blocking pool waits for a free connection instead of failing under a burst; the socket

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from redis.asyncio import Redis
 
 from bots.runtime import Runtime
@@ -12,7 +14,7 @@ from core.keys import Keys
 from core.store import connect_redis
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import Service, make_settings, message
+from tests.harness import WEBHOOK_SECRET, Service, make_settings, message
 
 
 def settings_for(
@@ -119,3 +121,25 @@ async def test_priority_0_behind_1000_priority_2_is_answered_first(
     urgent_at = replies.pop("m-5000").created_at  # type: ignore[union-attr]
     assert all(urgent_at < r.created_at for r in replies.values())  # type: ignore[union-attr]
     assert len(callbacks) == 1001
+
+
+async def test_logs_carry_no_secrets_and_no_customer_text(
+    redis: Redis,
+    keys: Keys,
+    fake_llm: FakeOpenAI,
+    receiver: CallbackReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    private = "jane.doe@example.com, +1 555 123 4567, card 4111 1111 1111 1111"
+    fake_llm.script(status=500, error_message=f"upstream echoed: {private}", times=3)
+    receiver.fail(500)
+    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+        svc.runtime.outbox.backoff_base_s = 0.01
+        await svc.post("gw", message(1, f"refund me, {private}"))
+        await svc.post("gw", message(2, "hello"), secret="wrong-secret")
+        await receiver.wait_for(1)
+    logged = caplog.text
+    assert "ticket" in logged  # the scenario did log
+    for secret in ("sk-test-key", WEBHOOK_SECRET, "jane.doe", "555 123", "4111"):
+        assert secret not in logged

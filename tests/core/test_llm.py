@@ -230,7 +230,7 @@ async def test_retry_after_ms_is_honoured_in_real_time(fake: FakeOpenAI) -> None
         await client.aclose()
 
     gap = fake.requests[1].at - fake.requests[0].at
-    assert 0.15 <= gap < 0.5
+    assert 0.15 <= gap < 1.0
 
 
 async def test_retry_after_seconds_is_honoured(
@@ -387,13 +387,14 @@ async def test_deadline_bounds_the_whole_call(fake: FakeOpenAI, per_call: bool) 
         backoff_base=0.05,
         deadline=30.0 if per_call else 0.3,
     )
-    started = time.monotonic()
     try:
+        started = time.monotonic()
         error = await fail(client, deadline=0.3 if per_call else None)
+        elapsed = time.monotonic() - started
     finally:
         await client.aclose()
 
-    assert time.monotonic() - started <= 0.3 + 0.1
+    assert elapsed <= 0.3 + 0.2  # slack for a loaded machine, far below one more attempt
     assert error.code == "deadline_exceeded"
 
 
@@ -403,13 +404,14 @@ async def test_backoff_never_sleeps_past_the_deadline(fake: FakeOpenAI) -> None:
     client = HolySheepClient(
         api_key=API_KEY, base_url=fake.base_url, backoff_base=10.0, backoff_cap=10.0, deadline=1.0
     )
-    started = time.monotonic()
     try:
+        started = time.monotonic()
         error = await fail(client)
+        elapsed = time.monotonic() - started
     finally:
         await client.aclose()
 
-    assert time.monotonic() - started < 0.5
+    assert elapsed < 0.5
     assert (error.code, fake.calls) == ("http_500", 1)
 
 

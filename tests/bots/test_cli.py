@@ -1,0 +1,117 @@
+"""The ``peakdesk`` command as an operator meets it: start-up checks and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PEAKDESK_", "HOLYSHEEP_", "WEBHOOK_", "REDIS_"))
+    }
+    env.update(extra)
+    return env
+
+
+async def run_cli(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        *args,
+        cwd=tmp_path,
+        env=clean_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+async def test_a_wrong_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
+    code, stderr = await run_cli(tmp_path, "serve", PEAKDESK_PORT="eighty")
+    assert code == 2
+    [line] = stderr.strip().splitlines()
+    assert "PEAKDESK_PORT" in line
+
+
+async def test_a_setting_from_dot_env_is_read_and_checked(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PEAKDESK_MAX_CONCURRENT=0\n")
+    code, stderr = await run_cli(tmp_path, "serve")
+    assert code == 2 and "PEAKDESK_MAX_CONCURRENT" in stderr
+
+
+async def test_serve_refuses_a_public_address_without_a_webhook_secret(tmp_path: Path) -> None:
+    code, stderr = await run_cli(tmp_path, "serve", PEAKDESK_HOST="0.0.0.0")
+    assert code == 2 and "WEBHOOK_SECRET" in stderr
+
+
+async def test_worker_needs_a_shared_redis(tmp_path: Path) -> None:
+    code, stderr = await run_cli(tmp_path, "worker")
+    assert code == 2 and "REDIS_URL" in stderr
+
+
+async def test_serve_on_embedded_defaults_answers_then_exits_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "serve",
+        cwd=tmp_path,
+        env=clean_env(PEAKDESK_PORT=str(port)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{base}/readyz") as ready:
+                        if ready.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            body = {
+                "message_id": "1",
+                "user_id": "alice",
+                "text": "Where is my order?",
+                "callback_url": "http://127.0.0.1:9/cb",
+            }
+            async with http.post(f"{base}/webhook/demo?wait=5", json=body) as response:
+                answer = await response.json()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert answer["status"] == "answered"
+    assert answer["reply"]["source"] == "fallback"  # no HOLYSHEEP_API_KEY: the fallback answer
+    assert process.returncode == 0
+    log = stderr.decode()
+    assert "HOLYSHEEP_API_KEY is not set" in log and "REDIS_URL is not set" in log
+    assert "stopped" in log.splitlines()[-1]

@@ -1,0 +1,119 @@
+"""ReplyHandler and ConversationState: what goes to the model, what is remembered, the cache."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from core.handler import ReplyHandler
+from core.keys import Keys
+from core.llm import HolySheepClient
+from core.metrics import Metrics
+from core.models import InboundMessage, MessageMetadata, QueuedMessage, ReplySource
+from core.state import ConversationState, normalise_text
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def entry(n: int, text: str, conversation: str = "c1", **meta: object) -> QueuedMessage:
+    message = InboundMessage(
+        channel="webhook",
+        account="gw",
+        message_id=f"m{n}",
+        user_id="u1",
+        conversation_id=conversation,
+        text=text,
+        metadata=MessageMetadata(**meta),  # type: ignore[arg-type]
+    )
+    return QueuedMessage(
+        entry_id=f"{n}-0", priority=2, ticket_id=f"T{n}", message=message, enqueued_at=0.0
+    )
+
+
+@pytest.fixture
+async def llm(fake_llm: FakeOpenAI) -> AsyncIterator[HolySheepClient]:
+    client = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url, backoff_base=0.01)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def state(redis: Redis, keys: Keys) -> ConversationState:
+    return ConversationState(redis, keys, history_turns=2, history_ttl_s=600)
+
+
+def test_normalise_text_lowercases_trims_and_collapses_whitespace() -> None:
+    assert normalise_text("  Where IS\tmy\n\n order?  ") == "where is my order?"
+
+
+async def test_history_keeps_the_last_turns_with_a_ttl(
+    state: ConversationState, redis: Redis, keys: Keys
+) -> None:
+    for n in range(5):
+        await state.append(
+            "webhook:gw:c1",
+            [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}],
+        )
+    history = await state.history("webhook:gw:c1")
+    assert [t["content"] for t in history] == ["q3", "a3", "q4", "a4"]
+    assert 0 < await redis.ttl(keys.history("webhook:gw:c1")) <= 600
+    await state.forget("webhook:gw:c1")
+    assert await state.history("webhook:gw:c1") == []
+
+
+async def test_answer_sends_system_history_product_context_then_text(
+    state: ConversationState, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    handler = ReplyHandler(llm, state, Metrics(), system_prompt="SYSTEM")
+    await state.put_product("p-9", {"name": "Trail shoe", "price": 89.0})
+    first = entry(1, "hello")
+    await handler.remember(first, await handler.answer(first))
+    second = entry(2, "is it waterproof?", product_id="p-9", order_id="A-77", vip=True)
+    reply = await handler.answer(second)
+    assert reply.source is ReplySource.LLM and reply.text == "Echo: is it waterproof?"
+    sent = fake_llm.requests[1].json["messages"]
+    assert sent[0] == {"role": "system", "content": "SYSTEM"}
+    assert sent[1:3] == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "Echo: hello"},
+    ]
+    assert "Trail shoe" in sent[3]["content"]
+    assert "A-77" in sent[4]["content"] and "VIP" in sent[4]["content"]
+    assert sent[5] == {"role": "user", "content": "is it waterproof?"}
+
+
+async def test_a_message_processed_again_hits_the_cache_not_the_llm(
+    state: ConversationState, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    handler = ReplyHandler(llm, state, Metrics())
+    message = entry(1, "Do you ship to Norway?")
+    first = await handler.answer(message)
+    again = await handler.answer(message)  # e.g. after a crash before the reply was stored
+    assert (first.source, again.source) == (ReplySource.LLM, ReplySource.CACHE)
+    assert again.text == first.text and fake_llm.calls == 1
+
+
+async def test_the_cache_never_answers_a_conversation_that_moved_on(
+    state: ConversationState, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    handler = ReplyHandler(llm, state, Metrics())
+    first = entry(1, "thanks")
+    await handler.remember(first, await handler.answer(first))
+    later = await handler.answer(entry(2, "  THANKS "))  # same normalised text, new history
+    other = await handler.answer(entry(3, "thanks", conversation="c2"))
+    assert later.source is ReplySource.LLM and other.source is ReplySource.LLM
+    assert fake_llm.calls == 3
+
+
+async def test_llm_failure_becomes_an_apology_with_ticket_and_code(
+    state: ConversationState, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.script(status=403, error_code="forbidden")
+    handler = ReplyHandler(llm, state, Metrics())
+    message = entry(1, "hi", locale="zh-CN")
+    reply = await handler.answer(message)
+    assert reply.source is ReplySource.FALLBACK and reply.error_code == "forbidden"
+    assert "T1" in reply.text and "forbidden" in reply.text and "工单号" in reply.text
+    await handler.remember(message, reply)
+    assert await state.history("webhook:gw:c1") == [{"role": "user", "content": "hi"}]
