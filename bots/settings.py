@@ -11,7 +11,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.llm import DEFAULT_BASE_URL, DEFAULT_MODEL, ModelPrice, parse_price_table
+from core.llm import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    DEFAULT_PRICES,
+    ModelPrice,
+    parse_price_table,
+)
 from core.models import Priority
 from core.priority import parse_priority_map
 
@@ -80,8 +86,10 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def prices(self) -> dict[str, ModelPrice] | None:
-        return parse_price_table(self.holysheep_prices) if self.holysheep_prices else None
+    def prices(self) -> dict[str, ModelPrice]:
+        """The built-in price table with the ``HOLYSHEEP_PRICES`` overrides on top."""
+        overrides = parse_price_table(self.holysheep_prices) if self.holysheep_prices else {}
+        return {**DEFAULT_PRICES, **overrides}
 
     @property
     def priority_overrides(self) -> dict[str, Priority]:

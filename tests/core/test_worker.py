@@ -1,0 +1,143 @@
+"""Worker behaviour on fakeredis and the real Redis: concurrency bound, dead letters, takeover."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+
+from core.handler import ReplyHandler
+from core.keys import Keys
+from core.llm import HolySheepClient
+from core.metrics import Metrics
+from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
+from core.queue import PriorityQueue
+from core.state import ConversationState
+from core.worker import Worker
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def msg(n: int) -> InboundMessage:
+    return InboundMessage(
+        channel="webhook",
+        account="gw",
+        message_id=f"m{n}",
+        user_id=f"u{n}",
+        conversation_id=f"u{n}",
+        text=f"question {n}",
+    )
+
+
+async def run_until(worker: Worker, done: Any, timeout: float = 15.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await done():  # noqa: ASYNC110 - the condition is a Redis read
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_at_most_max_concurrent_llm_calls_are_in_flight(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    in_flight = peak = 0
+
+    async def slow_answer(payload: dict[str, Any]) -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return "ok"
+
+    fake_llm.responder = slow_answer
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    for n in range(30):
+        await queue.admit(msg(n), 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), max_concurrent=4, block_ms=100)
+
+    async def all_answered() -> bool:
+        return int(await redis.xlen(keys.outbox)) == 30
+
+    try:
+        await run_until(worker, all_answered)
+    finally:
+        await llm.aclose()
+    assert fake_llm.calls == 30
+    assert peak == 4
+
+
+class CrashingHandler:
+    """A handler with a bug that fails every message: the poison-message case."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def answer(self, entry: QueuedMessage) -> Reply:
+        self.attempts += 1
+        raise RuntimeError("bug")
+
+    async def remember(self, entry: QueuedMessage, reply: Reply) -> None:
+        raise AssertionError("never called for a failed message")
+
+    def apology(self, entry: QueuedMessage, code: str) -> Reply:
+        return Reply.for_message(
+            entry.message,
+            ticket_id=entry.ticket_id,
+            priority=entry.priority,
+            text=f"sorry {entry.ticket_id} {code}",
+            source=ReplySource.FALLBACK,
+            error_code=code,
+        )
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered_with_one_apology(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    admission = await queue.admit(msg(1), 0)
+    handler = CrashingHandler()
+    metrics = Metrics()
+    worker = Worker(queue, handler, metrics, claim_idle_s=0.2, max_deliveries=3, block_ms=50)
+
+    async def dead_lettered() -> bool:
+        return int(await redis.xlen(keys.dead_letters)) == 1
+
+    await run_until(worker, dead_lettered)
+    assert handler.attempts == 3
+    reply = await queue.stored_reply(admission.ticket_id)
+    assert reply is not None and reply.text == f"sorry {admission.ticket_id} dead_letter"
+    assert int(await redis.xlen(keys.outbox)) == 1
+    assert await queue.depths() == {0: 0, 1: 0, 2: 0}
+    assert metrics.dead_letters._value.get() == 1
+
+
+async def test_a_stopped_workers_pending_message_is_taken_over_by_another(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    admission = await queue.admit(msg(1), 1)
+    [_] = await queue.read("vanished-worker", 1)  # taken, then its process died
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), claim_idle_s=0.3, block_ms=50)
+
+    async def answered() -> bool:
+        return await queue.stored_reply(admission.ticket_id) is not None
+
+    try:
+        await run_until(worker, answered)
+    finally:
+        await llm.aclose()
+    reply = await queue.stored_reply(admission.ticket_id)
+    assert reply is not None and reply.text == "Echo: question 1"
+    assert fake_llm.calls == 1
