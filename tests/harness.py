@@ -14,9 +14,17 @@ from adapters.webhook.signing import signed_headers
 from bots.runtime import Runtime
 from bots.settings import Settings
 from core.keys import Keys
+from core.models import InboundMessage
 from tests.conftest import WEBHOOK_SECRET
 
-__all__ = ["WEBHOOK_SECRET", "Service", "make_settings", "message"]
+__all__ = [
+    "WEBHOOK_SECRET",
+    "Service",
+    "inbound",
+    "make_settings",
+    "message",
+    "wired_settings",
+]
 
 
 def make_settings(keys: Keys, **overrides: Any) -> Settings:
@@ -30,6 +38,26 @@ def make_settings(keys: Keys, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+def wired_settings(keys: Keys, llm_base_url: str, callback_url: str, **overrides: Any) -> Settings:
+    """Test settings wired to a fake LLM and a callback receiver."""
+    return make_settings(
+        keys, holysheep_base_url=llm_base_url, webhook_callback_url=callback_url, **overrides
+    )
+
+
+def inbound(n: int, text: str | None = None) -> InboundMessage:
+    """A core message as the webhook adapter would make it (for queue and worker tests)."""
+    return InboundMessage(
+        channel="webhook",
+        account="gw",
+        message_id=f"m{n}",
+        user_id=f"u{n}",
+        conversation_id=f"u{n}",
+        text=f"question {n}" if text is None else text,
+        reply_to={"callback_url": "http://127.0.0.1:9/cb"},
+    )
 
 
 class Service:

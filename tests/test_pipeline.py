@@ -9,27 +9,18 @@ import pytest
 from redis.asyncio import Redis
 
 from bots.runtime import Runtime
-from bots.settings import Settings
 from core.keys import Keys
 from core.store import connect_redis
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import WEBHOOK_SECRET, Service, make_settings, message
-
-
-def settings_for(
-    keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver, **kw: object
-) -> Settings:
-    return make_settings(
-        keys, holysheep_base_url=fake_llm.base_url, webhook_callback_url=receiver.url, **kw
-    )
+from tests.harness import WEBHOOK_SECRET, Service, message, wired_settings
 
 
 async def test_llm_429_with_retry_after_then_success(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
     fake_llm.script(status=429, headers={"retry-after-ms": "300"})
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         await svc.post("gw", message(1))
         [callback] = await receiver.wait_for(1)
     assert callback["source"] == "llm"
@@ -41,7 +32,7 @@ async def test_llm_500_three_times_gives_the_fallback_with_ticket_and_code(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
     fake_llm.script(status=500, times=3)
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         _, body, _ = await svc.post("gw", message(1))
         [callback] = await receiver.wait_for(1)
     assert fake_llm.calls == 3
@@ -54,7 +45,7 @@ async def test_llm_401_is_not_retried_and_the_customer_gets_the_fallback(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
     fake_llm.script(status=401, error_code="invalid_api_key")
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         _, body, _ = await svc.post("gw", message(1))
         [callback] = await receiver.wait_for(1)
         await asyncio.sleep(0.2)
@@ -66,7 +57,7 @@ async def test_llm_401_is_not_retried_and_the_customer_gets_the_fallback(
 async def test_without_an_api_key_customers_get_the_fallback(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    settings = settings_for(keys, fake_llm, receiver, holysheep_api_key=None)
+    settings = wired_settings(keys, fake_llm.base_url, receiver.url, holysheep_api_key=None)
     async with Service(settings, redis) as svc:
         await svc.post("gw", message(1))
         [callback] = await receiver.wait_for(1)
@@ -79,7 +70,9 @@ async def test_redis_down_answers_503_with_retry_after_never_202(
 ) -> None:
     dead = connect_redis("redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
-        async with Service(settings_for(keys, fake_llm, receiver), dead, workers=0) as svc:
+        async with Service(
+            wired_settings(keys, fake_llm.base_url, receiver.url), dead, workers=0
+        ) as svc:
             status, body, headers = await svc.post("gw", message(1))
             async with svc.client.get(svc.url("/readyz")) as ready:
                 ready_status = ready.status
@@ -95,7 +88,7 @@ async def test_priority_0_behind_1000_priority_2_is_answered_first(
 ) -> None:
     # One worker taking one message at a time: "answered first" is then exact, not a race
     # between the urgent message and the 49 others started beside it.
-    settings = settings_for(keys, fake_llm, receiver, peakdesk_max_concurrent=1)
+    settings = wired_settings(keys, fake_llm.base_url, receiver.url, peakdesk_max_concurrent=1)
     limit = asyncio.Semaphore(50)
 
     async def post(svc: Service, n: int, text: str) -> int:
@@ -134,7 +127,7 @@ async def test_logs_carry_no_secrets_and_no_customer_text(
     private = "jane.doe@example.com, +1 555 123 4567, card 4111 1111 1111 1111"
     fake_llm.script(status=500, error_message=f"upstream echoed: {private}", times=3)
     receiver.fail(500)
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         svc.runtime.outbox.backoff_base_s = 0.01
         await svc.post("gw", message(1, f"refund me, {private}"))
         await svc.post("gw", message(2, "hello"), secret="wrong-secret")

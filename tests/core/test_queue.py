@@ -11,18 +11,7 @@ from core.errors import AdmissionRefused
 from core.keys import Keys
 from core.models import InboundMessage, Reply, ReplySource
 from core.queue import PriorityQueue
-
-
-def msg(n: int, text: str = "hi") -> InboundMessage:
-    return InboundMessage(
-        channel="webhook",
-        account="gw",
-        message_id=f"m{n}",
-        user_id=f"u{n}",
-        conversation_id=f"u{n}",
-        text=text,
-        reply_to={"callback_url": "http://127.0.0.1:9/cb"},
-    )
+from tests.harness import inbound
 
 
 async def make_queue(redis: Redis, keys: Keys, **kw: int) -> PriorityQueue:
@@ -33,7 +22,7 @@ async def make_queue(redis: Redis, keys: Keys, **kw: int) -> PriorityQueue:
 
 async def test_admit_stores_once_and_dedupes_concurrent_copies(redis: Redis, keys: Keys) -> None:
     queue = await make_queue(redis, keys)
-    results = await asyncio.gather(*(queue.admit(msg(1), 2) for _ in range(5)))
+    results = await asyncio.gather(*(queue.admit(inbound(1), 2) for _ in range(5)))
     queued = [r for r in results if r.status == "queued"]
     assert len(queued) == 1
     assert {r.ticket_id for r in results} == {queued[0].ticket_id}
@@ -42,7 +31,7 @@ async def test_admit_stores_once_and_dedupes_concurrent_copies(redis: Redis, key
 
 async def test_group_commit_admits_a_burst_in_order(redis: Redis, keys: Keys) -> None:
     queue = await make_queue(redis, keys)
-    results = await asyncio.gather(*(queue.admit(msg(n), n % 3) for n in range(300)))
+    results = await asyncio.gather(*(queue.admit(inbound(n), n % 3) for n in range(300)))
     assert all(r.status == "queued" for r in results)
     assert await queue.depths() == {0: 100, 1: 100, 2: 100}
 
@@ -52,23 +41,23 @@ async def test_admission_limit_refuses_priority_2_first_then_all_at_the_ceiling(
 ) -> None:
     queue = await make_queue(redis, keys, max_queue=10)  # hard ceiling 11
     for n in range(10):
-        await queue.admit(msg(n), 2)
+        await queue.admit(inbound(n), 2)
     with pytest.raises(AdmissionRefused) as refused:
-        await queue.admit(msg(100), 2)
+        await queue.admit(inbound(100), 2)
     assert refused.value.depth == 10 and refused.value.retry_after > 0
-    assert (await queue.admit(msg(101), 0)).status == "queued"
+    assert (await queue.admit(inbound(101), 0)).status == "queued"
     with pytest.raises(AdmissionRefused):
-        await queue.admit(msg(102), 1)
+        await queue.admit(inbound(102), 1)
     # A refused message was not stored, so its sender's retry is not a "duplicate".
-    assert await redis.exists(keys.seen(msg(100).dedupe_key)) == 0
+    assert await redis.exists(keys.seen(inbound(100).dedupe_key)) == 0
 
 
 async def test_read_takes_the_most_urgent_priority_first(redis: Redis, keys: Keys) -> None:
     queue = await make_queue(redis, keys)
     for n in range(5):
-        await queue.admit(msg(n), 2)
-    await queue.admit(msg(50), 1)
-    await queue.admit(msg(60), 0)
+        await queue.admit(inbound(n), 2)
+    await queue.admit(inbound(50), 1)
+    await queue.admit(inbound(60), 0)
     first = await queue.read("c1", 2)
     assert [(e.priority, e.message.message_id) for e in first] == [(0, "m60")]
     second = await queue.read("c1", 3)
@@ -81,14 +70,14 @@ async def test_blocking_read_wakes_up_for_a_new_message(redis: Redis, keys: Keys
     queue = await make_queue(redis, keys)
     reader = asyncio.create_task(queue.read("c1", 10, block_ms=3000))
     await asyncio.sleep(0.2)
-    await queue.admit(msg(1), 1)
+    await queue.admit(inbound(1), 1)
     entries = await asyncio.wait_for(reader, 5)
     assert [(e.priority, e.message.message_id) for e in entries] == [(1, "m1")]
 
 
 async def test_finish_records_one_reply_acks_and_frees_the_slot(redis: Redis, keys: Keys) -> None:
     queue = await make_queue(redis, keys)
-    admission = await queue.admit(msg(1), 0)
+    admission = await queue.admit(inbound(1), 0)
     [entry] = await queue.read("c1", 1)
     assert entry.ticket_id == admission.ticket_id
     reply = Reply.for_message(
@@ -113,7 +102,7 @@ async def test_claim_stale_takes_over_idle_entries_with_delivery_counts(
     redis: Redis, keys: Keys
 ) -> None:
     queue = await make_queue(redis, keys)
-    await queue.admit(msg(1), 2)
+    await queue.admit(inbound(1), 2)
     [taken] = await queue.read("crashed", 1)
     assert await queue.claim_stale("rescuer", min_idle_ms=60_000) == []
     await asyncio.sleep(0.15)
@@ -126,7 +115,7 @@ async def test_claim_stale_takes_over_idle_entries_with_delivery_counts(
 
 async def test_heartbeat_keeps_an_entry_from_being_claimed(redis: Redis, keys: Keys) -> None:
     queue = await make_queue(redis, keys)
-    await queue.admit(msg(1), 2)
+    await queue.admit(inbound(1), 2)
     entries = await queue.read("busy", 1)
     await asyncio.sleep(0.15)
     await queue.heartbeat("busy", entries)
@@ -135,7 +124,7 @@ async def test_heartbeat_keeps_an_entry_from_being_claimed(redis: Redis, keys: K
 
 async def test_dead_letter_keeps_a_copy_and_replies_once(redis: Redis, keys: Keys) -> None:
     queue = await make_queue(redis, keys)
-    await queue.admit(msg(1, "poison"), 2)
+    await queue.admit(inbound(1, "poison"), 2)
     [entry] = await queue.read("c1", 1)
     reply = Reply.for_message(
         entry.message,

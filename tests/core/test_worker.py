@@ -11,22 +11,12 @@ from core.handler import ReplyHandler
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
-from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
+from core.models import QueuedMessage, Reply, ReplySource
 from core.queue import PriorityQueue
 from core.state import ConversationState
 from core.worker import Worker
 from tests.fakes.openai_server import FakeOpenAI
-
-
-def msg(n: int) -> InboundMessage:
-    return InboundMessage(
-        channel="webhook",
-        account="gw",
-        message_id=f"m{n}",
-        user_id=f"u{n}",
-        conversation_id=f"u{n}",
-        text=f"question {n}",
-    )
+from tests.harness import inbound
 
 
 async def run_until(worker: Worker, done: Any, timeout: float = 15.0) -> None:
@@ -58,7 +48,7 @@ async def test_at_most_max_concurrent_llm_calls_are_in_flight(
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
     for n in range(30):
-        await queue.admit(msg(n), 2)
+        await queue.admit(inbound(n), 2)
     llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
     handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
     worker = Worker(queue, handler, Metrics(), max_concurrent=4, block_ms=100)
@@ -103,7 +93,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_with_one_apology(
 ) -> None:
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
-    admission = await queue.admit(msg(1), 0)
+    admission = await queue.admit(inbound(1), 0)
     handler = CrashingHandler()
     metrics = Metrics()
     worker = Worker(queue, handler, metrics, claim_idle_s=0.2, max_deliveries=3, block_ms=50)
@@ -125,7 +115,7 @@ async def test_a_stopped_workers_pending_message_is_taken_over_by_another(
 ) -> None:
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
-    admission = await queue.admit(msg(1), 1)
+    admission = await queue.admit(inbound(1), 1)
     [_] = await queue.read("vanished-worker", 1)  # taken, then its process died
     llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
     handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())

@@ -6,25 +6,16 @@ import time
 
 from redis.asyncio import Redis
 
-from bots.settings import Settings
 from core.keys import Keys
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import Service, make_settings, message
-
-
-def settings_for(
-    keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver, **kw: object
-) -> Settings:
-    return make_settings(
-        keys, holysheep_base_url=fake_llm.base_url, webhook_callback_url=receiver.url, **kw
-    )
+from tests.harness import Service, make_settings, message, wired_settings
 
 
 async def test_happy_path_queues_then_calls_back_once_with_the_answer(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         status, body, _ = await svc.post("shop-gw", message(1, "hello, do you ship to Canada?"))
         assert status == 202
         assert body["status"] == "queued" and body["priority"] == 2 and body["ticket_id"]
@@ -53,7 +44,7 @@ async def test_happy_path_queues_then_calls_back_once_with_the_answer(
 async def test_history_is_sent_with_the_next_message_of_the_conversation(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         await svc.post("gw", message(1, "first question", conversation_id="c1"))
         await receiver.wait_for(1)
         await svc.post("gw", message(2, "second question", conversation_id="c1"))
@@ -69,7 +60,7 @@ async def test_history_is_sent_with_the_next_message_of_the_conversation(
 async def test_duplicate_message_id_returns_first_ticket_and_no_second_reply(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         first = await svc.post("gw", message(7))
         await receiver.wait_for(1)
         second = await svc.post("gw", message(7, "different text, same id"))
@@ -87,7 +78,7 @@ async def test_duplicate_message_id_returns_first_ticket_and_no_second_reply(
 async def test_bad_signature_stale_timestamp_and_missing_headers_are_401(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         wrong = await svc.post("gw", message(1), secret="not-the-secret")
         stale = await svc.post("gw", message(2), now=time.time() - 301)
         future = await svc.post("gw", message(3), now=time.time() + 301)
@@ -104,7 +95,7 @@ async def test_bad_signature_stale_timestamp_and_missing_headers_are_401(
 async def test_body_over_64_kib_is_413(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         status, body, _ = await svc.post("gw", message(1, text="x" * (65 * 1024)))
     assert status == 413
     assert "65536" in body["error"]
@@ -133,7 +124,7 @@ async def test_invalid_json_and_fields_are_400_naming_the_field(
             "callback_url",
         ),
     ]
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         for payload, field in cases:
             status, body, _ = await svc.post("gw", payload)
             assert (status, body.get("field")) == (400, field), payload
@@ -170,7 +161,7 @@ async def test_callback_url_in_the_message_wins_over_the_default(
 async def test_wait_returns_the_answer_inline_and_sends_no_callback(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         status, body, _ = await svc.post(
             "gw", message(1, "where is my order 12345?"), query="?wait=5"
         )
@@ -187,7 +178,7 @@ async def test_wait_times_out_to_202_and_the_callback_follows(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
     fake_llm.script(delay=1.5)
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         status, body, _ = await svc.post("gw", message(1), query="?wait=0.5")
         [callback] = await receiver.wait_for(1)
     assert status == 202 and body["status"] == "queued"
@@ -198,7 +189,7 @@ async def test_callback_is_retried_until_the_gateway_accepts_it(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
     receiver.fail(503, times=2)
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         svc.runtime.outbox.backoff_base_s = 0.01
         await svc.post("gw", message(1))
         accepted = await receiver.wait_for(1)
@@ -209,7 +200,7 @@ async def test_callback_is_retried_until_the_gateway_accepts_it(
 async def test_unsigned_requests_accepted_on_loopback_when_no_secret_is_set(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    settings = settings_for(keys, fake_llm, receiver, webhook_secret=None)
+    settings = wired_settings(keys, fake_llm.base_url, receiver.url, webhook_secret=None)
     async with Service(settings, redis) as svc:
         status, _, _ = await svc.post("gw", message(1), secret=None)
     assert status == 202
@@ -218,7 +209,7 @@ async def test_unsigned_requests_accepted_on_loopback_when_no_secret_is_set(
 async def test_health_ready_and_metrics(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async with Service(settings_for(keys, fake_llm, receiver), redis) as svc:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
         await svc.post("gw", message(1, "I was charged twice for my order"))
         await receiver.wait_for(1)
         async with svc.client.get(svc.url("/healthz")) as r:
