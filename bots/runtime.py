@@ -30,6 +30,11 @@ from core.worker import Worker, consumer_name
 log = logging.getLogger("peakdesk.runtime")
 
 
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` LLM slots shared by ``parts`` worker loops of one process (each gets >= 1)."""
+    return [max(1, total // parts + (i < total % parts)) for i in range(parts)]
+
+
 class Runtime:
     """Everything one peakdesk process runs. ``workers=0`` makes a gateway-only process."""
 
@@ -102,11 +107,11 @@ class Runtime:
                 self.handler,
                 self.metrics,
                 notifier=self.outbox,
-                max_concurrent=s.peakdesk_max_concurrent,
+                max_concurrent=share,
                 claim_idle_s=s.peakdesk_claim_idle_s,
                 max_deliveries=s.peakdesk_max_deliveries,
             )
-            for _ in range(workers)
+            for share in split_evenly(s.peakdesk_max_concurrent, workers)
         ]
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from bots.runtime import split_evenly
 from bots.settings import Settings, describe_error
 from core.models import Priority
 
@@ -78,3 +79,10 @@ def test_a_bad_value_is_described_in_one_line_naming_the_variable(
 )
 def test_unsigned_webhooks_are_only_for_loopback_addresses(host: str, loopback: bool) -> None:
     assert settings(peakdesk_host=host).on_loopback is loopback
+
+
+def test_worker_loops_of_one_process_share_its_llm_slots() -> None:
+    assert split_evenly(50, 1) == [50]
+    assert split_evenly(50, 3) == [17, 17, 16]
+    assert split_evenly(2, 3) == [1, 1, 1]  # every loop can make progress
+    assert split_evenly(50, 0) == []
