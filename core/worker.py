@@ -72,7 +72,9 @@ class Worker:
         self.max_deliveries = max_deliveries
         self.block_ms = block_ms
         self.shutdown_grace_s = shutdown_grace_s
-        self._in_flight: dict[str, tuple[QueuedMessage, asyncio.Task[None]]] = {}
+        # Keyed by (priority, entry id): each priority stream numbers its entries on its own,
+        # so the same id can stand in two streams at once.
+        self._in_flight: dict[tuple[int, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
 
     @property
@@ -143,14 +145,15 @@ class Worker:
                 log.warning("queue maintenance failed (%s)", type(exc).__name__)
 
     def _start(self, entry: QueuedMessage) -> None:
-        if entry.entry_id in self._in_flight:
+        key = (entry.priority, entry.entry_id)
+        if key in self._in_flight:
             return
         task = asyncio.get_running_loop().create_task(self.process(entry))
-        self._in_flight[entry.entry_id] = (entry, task)
+        self._in_flight[key] = (entry, task)
         self.metrics.in_flight.inc()
 
         def done(_: asyncio.Task[None]) -> None:
-            self._in_flight.pop(entry.entry_id, None)
+            self._in_flight.pop(key, None)
             self.metrics.in_flight.dec()
             self._slot_freed.set()
 

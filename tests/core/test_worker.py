@@ -131,3 +131,34 @@ async def test_a_stopped_workers_pending_message_is_taken_over_by_another(
     reply = await queue.stored_reply(admission.ticket_id)
     assert reply is not None and reply.text == "Echo: question 1"
     assert fake_llm.calls == 1
+
+
+async def test_messages_with_the_same_entry_id_in_two_streams_are_both_processed(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.latency = 0.3  # the first is still in flight when its twin is read
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    for priority in (0, 1, 2):  # the same explicit id in each priority stream
+        await redis.xadd(
+            keys.stream(priority),
+            {
+                "t": f"T{priority}",
+                "m": inbound(priority).to_json(),
+                "e": "0",
+                "w": "0",
+            },
+            id="1000-0",
+        )
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), claim_idle_s=60, block_ms=50)
+
+    async def all_answered() -> bool:
+        return int(await redis.xlen(keys.outbox)) == 3
+
+    try:
+        await run_until(worker, all_answered, timeout=5)
+    finally:
+        await llm.aclose()
+    assert fake_llm.calls == 3
