@@ -60,7 +60,15 @@ class AdmissionRefused(PeakdeskError):
 class DeliveryError(PeakdeskError):
     """A channel did not take a reply. ``retryable`` says whether trying again can help."""
 
-    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.retry_after = retry_after  # the channel's own delay hint (Telegram 429, say)

@@ -31,8 +31,10 @@ from core.queue import GROUP, ensure_group
 
 log = logging.getLogger("peakdesk.outbox")
 
-SYNC = "sync"
-ASYNC = "async"
+# Values of the per-ticket delivery claim.
+SYNC = "sync"  # a synchronous waiter took the reply
+SENDING = "sending"  # the outbox is sending it (a crash here means: send again)
+SENT = "sent"  # the channel took it
 
 
 class ReplySender(Protocol):
@@ -184,19 +186,23 @@ class Outbox:
                 if await self.redis.get(claim_key) == SYNC:
                     break
                 await asyncio.sleep(min(head_start, 0.2))
-            if not await self.redis.set(claim_key, ASYNC, nx=True, ex=self.claim_ttl_s):
+            if not await self.redis.set(claim_key, SENDING, nx=True, ex=self.claim_ttl_s):
                 owner = await self.redis.get(claim_key)
                 if owner == SYNC:  # the synchronous waiter already handed it over
                     self.metrics.deliveries.labels(reply.channel, "sync").inc()
                     await self._ack(entry_id)
                     return
+                if owner == SENT:  # sent before, but the ack was lost: do not send again
+                    await self._ack(entry_id)
+                    return
             if await self._send_with_retries(reply):
                 self.metrics.deliveries.labels(reply.channel, "sent").inc()
-            else:
-                self.metrics.deliveries.labels(reply.channel, "failed").inc()
-                await self.redis.xadd(
-                    self.keys.dead_deliveries, {"r": raw}, maxlen=100_000, approximate=True
-                )
+                await self._ack(entry_id, sent_claim=claim_key)
+                return
+            self.metrics.deliveries.labels(reply.channel, "failed").inc()
+            await self.redis.xadd(
+                self.keys.dead_deliveries, {"r": raw}, maxlen=100_000, approximate=True
+            )
             await self._ack(entry_id)
         except RedisError as exc:
             # Left pending: another pass (or process) claims it after the idle timeout.
@@ -226,7 +232,7 @@ class Outbox:
                     return False
                 self.metrics.deliveries.labels(reply.channel, "retry").inc()
                 delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
-                delay = delay / 2 + random.uniform(0, delay / 2)
+                delay = max(delay / 2 + random.uniform(0, delay / 2), exc.retry_after or 0.0)
                 log.info(
                     "reply for ticket %s: %s; retry %d in %.1fs",
                     reply.ticket_id,
@@ -237,8 +243,10 @@ class Outbox:
                 await asyncio.sleep(delay)
         return False
 
-    async def _ack(self, entry_id: str) -> None:
+    async def _ack(self, entry_id: str, *, sent_claim: str | None = None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
+            if sent_claim is not None:
+                pipe.set(sent_claim, SENT, xx=True, keepttl=True)
             pipe.xack(self.keys.outbox, GROUP, entry_id)
             pipe.xdel(self.keys.outbox, entry_id)
             await pipe.execute()

@@ -13,7 +13,8 @@ def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
     if not url:
         import fakeredis  # the embedded default; the same code paths and Lua scripts run on it
 
-        client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+        # Connections to fakeredis are in-process objects: no reason to cap them at 100.
+        client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True, max_connections=100_000)
         return client
     # A blocking pool waits for a free connection instead of failing under a burst; the socket
     # timeout stays above the longest blocking read (XREADGROUP BLOCK) the worker issues.
