@@ -87,7 +87,8 @@ class PriorityQueue:
         self._admit_script = redis.register_script(_script("admit.lua"))
         self._finish_script = redis.register_script(_script("finish.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
-        self._flushing = False
+        self._flushers = 0
+        self.batches_in_flight = 2
 
     async def ensure_groups(self) -> None:
         """Create the streams and the consumer groups (idempotent)."""
@@ -109,13 +110,14 @@ class PriorityQueue:
         """
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         self._pending.append((message, priority, wait_until, future))
-        if not self._flushing:
-            self._flushing = True
+        if self._flushers < self.batches_in_flight:
+            self._flushers += 1
             asyncio.get_running_loop().create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
-        # Group commit: whatever arrived while the previous batch was on the wire goes next.
+        # Group commit: whatever arrived while a batch was on the wire goes in the next one.
+        # Two batches in flight keep the process busy while Redis works on the other one.
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
@@ -130,6 +132,10 @@ class PriorityQueue:
                 for (_, priority, _, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
+                    if isinstance(result, Exception):  # this one script failed (OOM, say)
+                        log.warning("admission failed: %s", type(result).__name__)
+                        future.set_exception(StoreUnavailable("queue store refused the write"))
+                        continue
                     status, value = _text(result[0]), _text(result[1])
                     if status == "full":
                         future.set_exception(AdmissionRefused(int(value), self.retry_after_s))
@@ -138,7 +144,7 @@ class PriorityQueue:
                     else:
                         future.set_result(Admission("queued", value, priority))
         finally:
-            self._flushing = False
+            self._flushers -= 1
 
     async def _admit_batch(
         self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
