@@ -81,11 +81,9 @@ class ReplyHandler:
     async def answer(self, entry: QueuedMessage) -> Reply:
         message = entry.message
         conversation = message.conversation_key
-        history = await self.state.history(conversation)
-        context = {**await self.state.context(conversation), **customer_facts(message.metadata)}
-        product = None
-        if message.metadata.product_id:
-            product = await self.state.product(message.metadata.product_id)
+        snapshot = await self.state.load(conversation, message.metadata.product_id)
+        history, product = snapshot.history, snapshot.product
+        context = {**snapshot.context, **customer_facts(message.metadata)}
         digest = response_cache_digest(
             conversation,
             normalise_text(message.text),
@@ -149,9 +147,8 @@ class ReplyHandler:
         turns: list[Turn] = [{"role": "user", "content": entry.message.text}]
         if reply.source in (ReplySource.LLM, ReplySource.CACHE, ReplySource.TEMPLATE):
             turns.append({"role": "assistant", "content": reply.text})
-        await self.state.append(entry.message.conversation_key, turns)
-        await self.state.update_context(
-            entry.message.conversation_key, customer_facts(entry.message.metadata)
+        await self.state.record_turn(
+            entry.message.conversation_key, turns, customer_facts(entry.message.metadata)
         )
 
     def apology(self, entry: QueuedMessage, code: str) -> Reply:

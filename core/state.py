@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -29,6 +30,15 @@ def response_cache_digest(*parts: str | Sequence[Turn] | Mapping[str, Any] | Non
     return hashlib.blake2b(payload.encode(), digest_size=20).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the handler reads about a conversation before answering it."""
+
+    history: list[Turn]
+    context: dict[str, str]
+    product: dict[str, Any] | None
+
+
 class ConversationState:
     """Per-conversation history and context, plus the caches the handler reads."""
 
@@ -49,31 +59,40 @@ class ConversationState:
         self.catalogue_ttl_s = catalogue_ttl_s
         self.response_ttl_s = response_ttl_s
 
+    async def load(self, conversation_key: str, product_id: str | None = None) -> Snapshot:
+        """History, context and product information of a conversation, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(self.keys.history(conversation_key), -2 * self.history_turns, -1)
+            pipe.hgetall(self.keys.context(conversation_key))
+            if product_id:
+                pipe.get(self.keys.product(product_id))
+            history, context, *product = await pipe.execute()
+        return Snapshot(
+            history=[json.loads(item) for item in history],
+            context=context,
+            product=json.loads(product[0]) if product and product[0] else None,
+        )
+
     async def history(self, conversation_key: str) -> list[Turn]:
         """The last ``history_turns`` turns (a turn = one customer message and its answer)."""
-        raw = await self.redis.lrange(
-            self.keys.history(conversation_key), -2 * self.history_turns, -1
-        )
-        return [json.loads(item) for item in raw]
+        return (await self.load(conversation_key)).history
 
-    async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
-        key = self.keys.history(conversation_key)
+    async def record_turn(
+        self,
+        conversation_key: str,
+        turns: Sequence[Turn],
+        context: Mapping[str, str] | None = None,
+    ) -> None:
+        """Append ``turns`` to the history and merge ``context`` in, atomically, with TTLs."""
+        history_key = self.keys.history(conversation_key)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *(json.dumps(t, ensure_ascii=False) for t in turns))
-            pipe.ltrim(key, -2 * self.history_turns, -1)
-            pipe.expire(key, self.history_ttl_s)
-            await pipe.execute()
-
-    async def context(self, conversation_key: str) -> dict[str, str]:
-        return cast(dict[str, str], await self.redis.hgetall(self.keys.context(conversation_key)))
-
-    async def update_context(self, conversation_key: str, values: Mapping[str, str]) -> None:
-        if not values:
-            return
-        key = self.keys.context(conversation_key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=dict(values))  # type: ignore[arg-type]
-            pipe.expire(key, self.history_ttl_s)
+            pipe.rpush(history_key, *(json.dumps(t, ensure_ascii=False) for t in turns))
+            pipe.ltrim(history_key, -2 * self.history_turns, -1)
+            pipe.expire(history_key, self.history_ttl_s)
+            if context:
+                context_key = self.keys.context(conversation_key)
+                pipe.hset(context_key, mapping=dict(context))  # type: ignore[arg-type]
+                pipe.expire(context_key, self.history_ttl_s)
             await pipe.execute()
 
     async def forget(self, conversation_key: str) -> None:
@@ -81,10 +100,6 @@ class ConversationState:
         await self.redis.delete(
             self.keys.history(conversation_key), self.keys.context(conversation_key)
         )
-
-    async def product(self, product_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.keys.product(product_id))
-        return json.loads(raw) if raw else None
 
     async def put_product(self, product_id: str, info: Mapping[str, Any]) -> None:
         await self.redis.set(

@@ -51,7 +51,7 @@ async def test_history_keeps_the_last_turns_with_a_ttl(
     state: ConversationState, redis: Redis, keys: Keys
 ) -> None:
     for n in range(5):
-        await state.append(
+        await state.record_turn(
             "webhook:gw:c1",
             [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}],
         )
@@ -117,3 +117,15 @@ async def test_llm_failure_becomes_an_apology_with_ticket_and_code(
     assert "T1" in reply.text and "forbidden" in reply.text and "工单号" in reply.text
     await handler.remember(message, reply)
     assert await state.history("webhook:gw:c1") == [{"role": "user", "content": "hi"}]
+
+
+async def test_product_and_policy_caches_expire_after_the_catalogue_ttl(
+    redis: Redis, keys: Keys
+) -> None:
+    state = ConversationState(redis, keys, catalogue_ttl_s=86_400)
+    await state.put_product("p-1", {"name": "Mug"})
+    await state.put_policy("returns", "30 days")
+    assert (await state.load("webhook:gw:c1", "p-1")).product == {"name": "Mug"}
+    assert await state.policy("returns") == "30 days"
+    for key in (keys.product("p-1"), keys.policy("returns")):
+        assert 86_000 < await redis.ttl(key) <= 86_400
