@@ -4,9 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
     """Wait until ``event`` is set or ``timeout`` seconds have passed, whichever comes first."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
+
+
+class SerialByKey:
+    """Runs jobs so that jobs with the same key run one after another, in the order started.
+
+    Replies of one conversation must not overtake each other while different conversations
+    run concurrently.
+    """
+
+    def __init__(self) -> None:
+        self._tails: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, key: str, job: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        previous = self._tails.get(key)
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome is its own business
+            await job()
+
+        task = asyncio.get_running_loop().create_task(after_previous())
+        self._tails[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
+        return task
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]

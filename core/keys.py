@@ -62,9 +62,8 @@ class Keys:
     def policy(self, name: str) -> str:
         return f"{self.tag}:policy:{name}"
 
-    def wait_times(self, priority: int) -> str:
-        return f"{self.tag}:waits:{priority}"
+    def rate(self, name: str) -> str:
+        return f"{self.tag}:rate:{name}"
 
-    @property
-    def stats(self) -> str:
-        return f"{self.tag}:stats"
+    def handover(self, conversation_key: str) -> str:
+        return f"{self.tag}:handover:{conversation_key}"

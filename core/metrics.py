@@ -98,5 +98,13 @@ class Metrics:
             registry=r,
         )
 
+        self.channel_events = Counter(
+            "peakdesk_channel_events",
+            "Channel-specific events (telegram: blocked, edited_ignored, not_addressed, "
+            "rate_limited...).",
+            ["channel", "event"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -101,6 +101,11 @@ class Reply:
     wait_until: float = 0.0
     created_at: float = field(default_factory=time.time)
 
+    @property
+    def conversation_key(self) -> str:
+        """The conversation this reply belongs to (as ``InboundMessage.conversation_key``)."""
+        return f"{self.channel}:{self.account}:{self.conversation_id}"
+
     @classmethod
     def for_message(
         cls,

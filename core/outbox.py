@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.aio import wait_event
+from core.aio import SerialByKey, wait_event
 from core.errors import DeliveryError
 from core.keys import Keys
 from core.metrics import Metrics
@@ -76,6 +76,7 @@ class Outbox:
         self.poll_interval_s = poll_interval_s
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._ready: dict[str, asyncio.Event] = {}
+        self._conversations = SerialByKey()
 
     # -- synchronous waiters --------------------------------------------------------------
 
@@ -153,7 +154,12 @@ class Outbox:
     def _start(self, entry_id: str, fields: Mapping[str, str]) -> None:
         if entry_id in self._in_flight or "r" not in fields:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(entry_id, fields["r"]))
+        raw = fields["r"]
+        reply = Reply.from_json(raw)
+        # Replies of one conversation go out in order; other conversations concurrently.
+        task = self._conversations.start(
+            reply.conversation_key, lambda: self._deliver(entry_id, raw, reply)
+        )
         self._in_flight[entry_id] = task
         task.add_done_callback(lambda _: self._in_flight.pop(entry_id, None))
 
@@ -177,8 +183,7 @@ class Outbox:
                 self.keys.outbox, GROUP, self.consumer, 0, list(self._in_flight), justid=True
             )
 
-    async def _deliver(self, entry_id: str, raw: str) -> None:
-        reply = Reply.from_json(raw)
+    async def _deliver(self, entry_id: str, raw: str, reply: Reply) -> None:
         try:
             claim_key = self.keys.delivery_claim(reply.ticket_id)
             # Leave a synchronous waiter its head start, but stop waiting once it took over.

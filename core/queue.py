@@ -27,7 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
-from core.models import InboundMessage, QueuedMessage, Reply
+from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
 
 log = logging.getLogger("peakdesk.queue")
 
@@ -86,6 +86,7 @@ class PriorityQueue:
         self.retry_after_s = retry_after_s
         self._admit_script = redis.register_script(_script("admit.lua"))
         self._finish_script = redis.register_script(_script("finish.lua"))
+        self._direct_script = redis.register_script(_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
         self._flushers = 0
         self.batches_in_flight = 2
@@ -167,6 +168,31 @@ class PriorityQueue:
                     client=pipe,
                 )
             return list(await pipe.execute(raise_on_error=False))
+
+    async def answer_directly(
+        self, message: InboundMessage, text: str, source: ReplySource, priority: int = 2
+    ) -> Admission:
+        """Answer ``message`` at once with ``text`` (no LLM): deduped, stored, sent once.
+
+        For what a channel answers itself (commands, unsupported content). Like :meth:`admit`
+        it raises StoreUnavailable when nothing could be stored.
+        """
+        ticket_id = new_ticket_id()
+        reply = Reply.for_message(
+            message, ticket_id=ticket_id, priority=priority, text=text, source=source
+        )
+        try:
+            status, value = await self._direct_script(
+                keys=[
+                    self.keys.seen(message.dedupe_key),
+                    self.keys.reply(ticket_id),
+                    self.keys.outbox,
+                ],
+                args=[ticket_id, self.dedupe_ttl_s, reply.to_json(), self.reply_ttl_s],
+            )
+        except RedisError as exc:
+            raise StoreUnavailable("queue store unavailable") from exc
+        return Admission("duplicate" if status == "duplicate" else "queued", value, priority)
 
     # -- worker side ----------------------------------------------------------------------
 

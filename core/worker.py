@@ -15,14 +15,15 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from core.aio import wait_event
+from core.aio import SerialByKey, wait_event
 from core.errors import StoreUnavailable
 from core.metrics import Metrics
-from core.models import QueuedMessage, Reply
+from core.models import InboundMessage, QueuedMessage, Reply
 from core.queue import PriorityQueue
 
 log = logging.getLogger("peakdesk.worker")
@@ -34,6 +35,12 @@ class Answerer(Protocol):
     async def remember(self, entry: QueuedMessage, reply: Reply) -> None: ...
 
     def apology(self, entry: QueuedMessage, code: str) -> Reply: ...
+
+
+class Presence(Protocol):
+    """Shows the customer that an answer is being prepared ("typing..."), per channel."""
+
+    async def typing(self, message: InboundMessage) -> None: ...
 
 
 class ReplyNotifier(Protocol):
@@ -55,6 +62,8 @@ class Worker:
         metrics: Metrics,
         *,
         notifier: ReplyNotifier | None = None,
+        presence: Mapping[str, Presence] | None = None,
+        typing_interval_s: float = 4.0,
         consumer: str | None = None,
         max_concurrent: int = 50,
         claim_idle_s: float = 30.0,
@@ -66,6 +75,9 @@ class Worker:
         self.handler = handler
         self.metrics = metrics
         self.notifier = notifier
+        self.presence = dict(presence or {})
+        self.typing_interval_s = typing_interval_s
+        self._conversations = SerialByKey()
         self.consumer = consumer or consumer_name()
         self.max_concurrent = max_concurrent
         self.claim_idle_s = claim_idle_s
@@ -148,7 +160,11 @@ class Worker:
         key = (entry.priority, entry.entry_id)
         if key in self._in_flight:
             return
-        task = asyncio.get_running_loop().create_task(self.process(entry))
+        # Messages of one conversation are answered in the order they were read, so their
+        # replies cannot overtake each other; other conversations go on concurrently.
+        task = self._conversations.start(
+            entry.message.conversation_key, lambda: self.process(entry)
+        )
         self._in_flight[key] = (entry, task)
         self.metrics.in_flight.inc()
 
@@ -169,7 +185,7 @@ class Worker:
             self.metrics.wait.labels(priority).observe(max(0.0, time.time() - entry.enqueued_at))
             reply = await self.queue.stored_reply(entry.ticket_id)
             if reply is None:
-                reply = await self.handler.answer(entry)
+                reply = await self._answer_showing_presence(entry)
             if await self.queue.finish(entry, reply):
                 await self.handler.remember(entry, reply)
                 self.metrics.processed.labels(priority, reply.source.value).inc()
@@ -184,6 +200,26 @@ class Worker:
                 type(exc).__name__,
                 exc_info=not isinstance(exc, RedisError),
             )
+
+    async def _answer_showing_presence(self, entry: QueuedMessage) -> Reply:
+        presence = self.presence.get(entry.message.channel)
+        if presence is None:
+            return await self.handler.answer(entry)
+        showing = asyncio.get_running_loop().create_task(self._keep_typing(presence, entry))
+        try:
+            return await self.handler.answer(entry)
+        finally:
+            showing.cancel()
+
+    async def _keep_typing(self, presence: Presence, entry: QueuedMessage) -> None:
+        while True:
+            try:
+                await presence.typing(entry.message)
+            except Exception as exc:  # cosmetic: never let it disturb the answer
+                log.debug(
+                    "ticket %s: typing indicator failed (%s)", entry.ticket_id, type(exc).__name__
+                )
+            await asyncio.sleep(self.typing_interval_s)
 
     async def _dead_letter(self, entry: QueuedMessage) -> None:
         log.error("ticket %s: delivered %d times, dead-lettered", entry.ticket_id, entry.deliveries)
