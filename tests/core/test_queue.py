@@ -141,3 +141,20 @@ async def test_dead_letter_keeps_a_copy_and_replies_once(redis: Redis, keys: Key
     assert fields["reason"] == "deliveries=6"
     assert InboundMessage.from_json(fields["m"]).text == "poison"
     assert await queue.depths() == {0: 0, 1: 0, 2: 0}
+
+
+async def test_answer_directly_replies_once_without_the_queue(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    first = await queue.answer_directly(
+        inbound(1), "Hi! I can help with orders.", ReplySource.TEMPLATE
+    )
+    again = await queue.answer_directly(inbound(1), "Hi again", ReplySource.TEMPLATE)
+    assert first.status == "queued" and again.status == "duplicate"
+    assert again.ticket_id == first.ticket_id
+    reply = await queue.stored_reply(first.ticket_id)
+    assert reply is not None and reply.text == "Hi! I can help with orders."
+    assert reply.source is ReplySource.TEMPLATE
+    assert await redis.xlen(keys.outbox) == 1
+    assert await queue.depths() == {0: 0, 1: 0, 2: 0}
+    # The same message id cannot then be admitted for an LLM answer as well.
+    assert (await queue.admit(inbound(1), 2)).status == "duplicate"

@@ -11,7 +11,7 @@ from core.handler import ReplyHandler
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
-from core.models import QueuedMessage, Reply, ReplySource
+from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
 from core.queue import PriorityQueue
 from core.state import ConversationState
 from core.worker import Worker
@@ -162,3 +162,76 @@ async def test_messages_with_the_same_entry_id_in_two_streams_are_both_processed
     finally:
         await llm.aclose()
     assert fake_llm.calls == 3
+
+
+class RecordingPresence:
+    def __init__(self) -> None:
+        self.shown: list[tuple[float, str]] = []
+
+    async def typing(self, message: InboundMessage) -> None:
+        self.shown.append((asyncio.get_running_loop().time(), message.message_id))
+
+
+async def test_presence_is_shown_again_and_again_while_the_answer_is_prepared(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.latency = 0.55
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    await queue.admit(inbound(1), 2)
+    presence = RecordingPresence()
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(
+        queue,
+        handler,
+        Metrics(),
+        presence={"webhook": presence},
+        typing_interval_s=0.2,
+        block_ms=50,
+    )
+
+    async def answered() -> bool:
+        return int(await redis.xlen(keys.outbox)) == 1
+
+    try:
+        await run_until(worker, answered)
+    finally:
+        await llm.aclose()
+    assert 3 <= len(presence.shown) <= 4  # at 0, 0.2, 0.4 s (and maybe 0.6): then it stops
+    await asyncio.sleep(0.3)
+    assert len(presence.shown) <= 4
+
+
+async def test_replies_of_one_conversation_keep_the_order_of_its_messages(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    async def slow_first(payload: dict[str, Any]) -> str:
+        text = payload["messages"][-1]["content"]
+        await asyncio.sleep(0.4 if text == "first" else 0.0)
+        return f"re: {text}"
+
+    fake_llm.responder = slow_first
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    for n, text in enumerate(["first", "second"]):
+        message = inbound(n, text)
+        message.conversation_id = "same-chat"
+        await queue.admit(message, 2)
+    other = inbound(7, "other chat")
+    await queue.admit(other, 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), block_ms=50)
+
+    async def all_answered() -> bool:
+        return int(await redis.xlen(keys.outbox)) == 3
+
+    try:
+        await run_until(worker, all_answered)
+    finally:
+        await llm.aclose()
+    outbox = await redis.xrange(keys.outbox)
+    texts = [Reply.from_json(fields["r"]).text for _, fields in outbox]  # type: ignore[index,union-attr]
+    assert texts.index("re: first") < texts.index("re: second")
+    assert texts[0] == "re: other chat"  # another conversation did not wait for the slow one
