@@ -23,6 +23,10 @@ class SerialByKey:
     def __init__(self) -> None:
         self._tails: dict[str, asyncio.Task[None]] = {}
 
+    def busy(self, key: str) -> bool:
+        """Whether a job with ``key`` is running or waiting (a new one would wait)."""
+        return key in self._tails
+
     def start(self, key: str, job: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         previous = self._tails.get(key)
 

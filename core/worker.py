@@ -28,6 +28,10 @@ from core.queue import PriorityQueue
 
 log = logging.getLogger("peakdesk.worker")
 
+# How many entries a worker may hold per LLM slot, counting those waiting behind an earlier
+# message of their conversation.
+WAITING_FACTOR = 4
+
 
 class Answerer(Protocol):
     async def answer(self, entry: QueuedMessage) -> Reply: ...
@@ -88,6 +92,7 @@ class Worker:
         # so the same id can stand in two streams at once.
         self._in_flight: dict[tuple[int, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
+        self._waiting = 0  # entries held back behind an earlier message of their conversation
 
     @property
     def in_flight(self) -> int:
@@ -114,7 +119,7 @@ class Worker:
     async def _read_loop(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            free = self.max_concurrent - len(self._in_flight)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_freed.clear()
                 await wait_event(self._slot_freed, 1.0)
@@ -143,7 +148,7 @@ class Worker:
                     await self.queue.heartbeat(
                         self.consumer, [e for e, _ in self._in_flight.values()]
                     )
-                free = self.max_concurrent - len(self._in_flight)
+                free = self._free_slots()
                 if free > 0 and not stop.is_set():
                     stale = await self.queue.claim_stale(
                         self.consumer, int(self.claim_idle_s * 1000), count=free
@@ -162,9 +167,12 @@ class Worker:
             return
         # Messages of one conversation are answered in the order they were read, so their
         # replies cannot overtake each other; other conversations go on concurrently.
-        task = self._conversations.start(
-            entry.message.conversation_key, lambda: self.process(entry)
-        )
+        conversation = entry.message.conversation_key
+        if self._conversations.busy(conversation):
+            self._waiting += 1
+            task = self._conversations.start(conversation, lambda: self._after_wait(entry))
+        else:
+            task = self._conversations.start(conversation, lambda: self.process(entry))
         self._in_flight[key] = (entry, task)
         self.metrics.in_flight.inc()
 
@@ -174,6 +182,20 @@ class Worker:
             self._slot_freed.set()
 
         task.add_done_callback(done)
+
+    async def _after_wait(self, entry: QueuedMessage) -> None:
+        self._waiting -= 1
+        self._slot_freed.set()  # the budget is recomputed: this entry now holds a slot
+        await self.process(entry)
+
+    def _free_slots(self) -> int:
+        # An entry waiting behind an earlier one of its conversation holds no LLM slot, so a
+        # customer sending a burst does not stall everybody else; the backlog held in memory
+        # is still bounded.
+        return min(
+            self.max_concurrent - (len(self._in_flight) - self._waiting),
+            self.max_concurrent * WAITING_FACTOR - len(self._in_flight),
+        )
 
     async def process(self, entry: QueuedMessage) -> None:
         """Answer one entry and hand the reply over; on any error leave it pending for a retry."""

@@ -235,3 +235,32 @@ async def test_replies_of_one_conversation_keep_the_order_of_its_messages(
     texts = [Reply.from_json(fields["r"]).text for _, fields in outbox]  # type: ignore[index,union-attr]
     assert texts.index("re: first") < texts.index("re: second")
     assert texts[0] == "re: other chat"  # another conversation did not wait for the slow one
+
+
+async def test_a_burst_from_one_customer_does_not_hold_up_the_others(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.latency = 0.2
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    for n in range(6):  # one chatty customer first...
+        burst = inbound(n, f"burst {n}")
+        burst.conversation_id = "chatty"
+        await queue.admit(burst, 2)
+    await queue.admit(inbound(99, "someone else"), 2)  # ...then another customer
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), max_concurrent=2, block_ms=50)
+
+    async def other_answered() -> bool:
+        return await redis.xlen(keys.outbox) >= 1 and any(
+            Reply.from_json(f["r"]).message_id == "m99"  # type: ignore[index]
+            for _, f in await redis.xrange(keys.outbox)  # type: ignore[union-attr]
+        )
+
+    try:
+        await run_until(worker, other_answered, timeout=5)
+    finally:
+        await llm.aclose()
+    answered = [Reply.from_json(f["r"]).message_id for _, f in await redis.xrange(keys.outbox)]  # type: ignore[index,union-attr]
+    assert answered.index("m99") <= 2  # not after the whole burst of six
