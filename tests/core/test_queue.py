@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from core.errors import AdmissionRefused
 from core.keys import Keys
 from core.models import InboundMessage, Reply, ReplySource
-from core.queue import PriorityQueue
+from core.queue import PriorityQueue, new_ticket_id
 from tests.harness import inbound
 
 
@@ -158,3 +158,18 @@ async def test_answer_directly_replies_once_without_the_queue(redis: Redis, keys
     assert await queue.depths() == {0: 0, 1: 0, 2: 0}
     # The same message id cannot then be admitted for an LLM answer as well.
     assert (await queue.admit(inbound(1), 2)).status == "duplicate"
+
+
+async def test_admission_survives_a_redis_that_lost_its_scripts(redis: Redis, keys: Keys) -> None:
+    queue = await make_queue(redis, keys)
+    await queue.admit(inbound(1), 2)
+    await redis.script_flush()  # what a Redis restart without persistence does to scripts
+    results = await asyncio.gather(*(queue.admit(inbound(n), 2) for n in range(2, 6)))
+    assert [r.status for r in results] == ["queued"] * 4
+    assert await queue.depths() == {0: 0, 1: 0, 2: 5}
+
+
+def test_ticket_ids_are_unique_and_short() -> None:
+    tickets = {new_ticket_id() for _ in range(10_000)}
+    assert len(tickets) == 10_000
+    assert all(len(t) <= 20 and t.isalnum() for t in tickets)
