@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="workers only, to scale out on a shared Redis")
     worker.add_argument("--workers", type=int, default=1, help="worker loops (default 1)")
+    telegram = commands.add_parser("telegram", help="Telegram bot administration")
+    telegram_commands = telegram.add_subparsers(dest="telegram_command", required=True)
+    set_webhook = telegram_commands.add_parser(
+        "set-webhook", help="register <public URL>/telegram/webhook with Telegram"
+    )
+    set_webhook.add_argument("url", help="public HTTPS URL of POST /telegram/webhook")
+    telegram_commands.add_parser("delete-webhook", help="remove the registered webhook")
     return parser
 
 
@@ -55,6 +62,18 @@ def check_startup(settings: Settings, *, serving: bool) -> None:
             )
             raise SystemExit(2)
         log.warning("WEBHOOK_SECRET is not set: accepting unsigned webhooks (loopback only)")
+    telegram_webhook = (
+        reveal(settings.telegram_bot_token) is not None and settings.telegram_mode == "webhook"
+    )
+    if serving and telegram_webhook and not reveal(settings.telegram_webhook_secret):
+        if not settings.on_loopback:
+            print(
+                f"peakdesk: refusing to listen on {settings.peakdesk_host} without "
+                "TELEGRAM_WEBHOOK_SECRET (anyone could post fake Telegram updates)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        log.warning("TELEGRAM_WEBHOOK_SECRET is not set: Telegram updates are not authenticated")
     if not reveal(settings.holysheep_api_key):
         log.warning(
             "HOLYSHEEP_API_KEY is not set: the LLM is not configured, "
@@ -65,7 +84,7 @@ def check_startup(settings: Settings, *, serving: bool) -> None:
 
 
 async def _run(settings: Settings, workers: int, serving: bool) -> None:
-    runtime = Runtime(settings, workers=workers)
+    runtime = Runtime(settings, workers=workers, ingest=serving)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -95,8 +114,41 @@ async def _run(settings: Settings, workers: int, serving: bool) -> None:
         log.info("stopped")
 
 
+async def _telegram_admin(settings: Settings, command: str, url: str | None) -> str:
+    from adapters.telegram.bot import delete_webhook, make_bot, set_webhook
+
+    token = reveal(settings.telegram_bot_token)
+    if token is None:
+        raise SystemExit("peakdesk: TELEGRAM_BOT_TOKEN is not set")
+    bot = make_bot(token, settings.telegram_api_base)
+    try:
+        if command == "set-webhook":
+            assert url is not None
+            secret = reveal(settings.telegram_webhook_secret)
+            if secret is None:
+                raise SystemExit(
+                    "peakdesk: set TELEGRAM_WEBHOOK_SECRET first: Telegram sends it with every "
+                    "update, and /telegram/webhook refuses updates without it"
+                )
+            await set_webhook(bot, url, secret)
+            return f"webhook set: {url}"
+        await delete_webhook(bot)
+        return "webhook deleted"
+    finally:
+        await bot.session.close()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "telegram":
+        settings = load_settings()
+        configure_logging(settings.peakdesk_log_format, "WARNING")
+        url = getattr(args, "url", None)
+        if url is not None and not url.startswith(("https://", "http://")):
+            print("peakdesk: the webhook URL must start with https://", file=sys.stderr)
+            raise SystemExit(2)
+        print(asyncio.run(_telegram_admin(settings, args.telegram_command, url)))
+        return
     serving = args.command == "serve"
     settings = load_settings(
         peakdesk_host=getattr(args, "host", None), peakdesk_port=getattr(args, "port", None)

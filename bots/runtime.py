@@ -10,6 +10,12 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from adapters.telegram.bot import TelegramSetupError, bot_identity, make_bot
+from adapters.telegram.convert import CHANNEL as TELEGRAM
+from adapters.telegram.convert import BotIdentity
+from adapters.telegram.ingress import TelegramIngress
+from adapters.telegram.polling import TelegramPoller
+from adapters.telegram.sender import TelegramReplySender
 from adapters.webhook.convert import CHANNEL as WEBHOOK
 from adapters.webhook.ingress import WebhookIngress
 from adapters.webhook.sender import CallbackSender
@@ -17,15 +23,17 @@ from bots.http import build_app
 from bots.settings import Settings, reveal
 from core.errors import StoreUnavailable
 from core.handler import DEFAULT_SYSTEM_PROMPT, ReplyHandler
+from core.handover import HandoverRegistry
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
-from core.outbox import Outbox
+from core.outbox import Outbox, ReplySender
 from core.priority import PriorityDetector
 from core.queue import PriorityQueue
+from core.ratelimit import RateLimiter
 from core.state import ConversationState
 from core.store import connect_redis
-from core.worker import Worker, consumer_name
+from core.worker import Presence, Worker, consumer_name
 
 log = logging.getLogger("peakdesk.runtime")
 
@@ -38,7 +46,14 @@ def split_evenly(total: int, parts: int) -> list[int]:
 class Runtime:
     """Everything one peakdesk process runs. ``workers=0`` makes a gateway-only process."""
 
-    def __init__(self, settings: Settings, *, workers: int = 1, redis: Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int = 1,
+        redis: Redis | None = None,
+        ingest: bool = True,
+    ) -> None:
         self.settings = s = settings
         self._owns_redis = redis is None
         self.redis = redis if redis is not None else connect_redis(s.redis_url)
@@ -82,10 +97,19 @@ class Runtime:
             model=s.holysheep_model,
         )
         secret = reveal(s.webhook_secret)
+        senders: dict[str, ReplySender] = {
+            WEBHOOK: CallbackSender(self.http, secret, timeout_s=s.webhook_callback_timeout_s)
+        }
+        presence: dict[str, Presence] = {}
+        self.telegram: TelegramChannel | None = None
+        token = reveal(s.telegram_bot_token)
+        if token is not None:
+            self.telegram = TelegramChannel(self, token, polling=ingest)
+            senders[TELEGRAM] = presence[TELEGRAM] = self.telegram.sender
         self.outbox = Outbox(
             self.redis,
             self.keys,
-            {WEBHOOK: CallbackSender(self.http, secret, timeout_s=s.webhook_callback_timeout_s)},
+            senders,
             consumer=consumer_name("outbox"),
             metrics=self.metrics,
             max_attempts=s.webhook_callback_max_attempts,
@@ -107,6 +131,7 @@ class Runtime:
                 self.handler,
                 self.metrics,
                 notifier=self.outbox,
+                presence=presence,
                 max_concurrent=share,
                 claim_idle_s=s.peakdesk_claim_idle_s,
                 max_deliveries=s.peakdesk_max_deliveries,
@@ -117,7 +142,10 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
 
     def app(self) -> web.Application:
-        return build_app(self.ingress.routes(), self.redis, self.queue, self.metrics)
+        routes = self.ingress.routes()
+        if self.telegram is not None and self.settings.telegram_mode == "webhook":
+            routes += self.telegram.ingress.routes()
+        return build_app(routes, self.redis, self.queue, self.metrics)
 
     async def start(self) -> None:
         """Create the consumer groups and start the workers and the outbox (if any workers).
@@ -130,6 +158,8 @@ class Runtime:
         except StoreUnavailable:
             log.warning("Redis is not reachable at start-up; retrying in the background")
         loop = asyncio.get_running_loop()
+        if self.telegram is not None:
+            await self.telegram.start(self.stopping, self._tasks)
         if self.workers:
             self._tasks.append(loop.create_task(self.outbox.run(self.stopping)))
         self._tasks += [loop.create_task(w.run(self.stopping)) for w in self.workers]
@@ -139,8 +169,55 @@ class Runtime:
         self.stopping.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.telegram is not None:
+            await self.telegram.bot.session.close()
         await self.llm.aclose()
         await self.http.close()
         if self._owns_redis:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
+
+
+class TelegramChannel:
+    """The Telegram bot of one process: its client, sender, ingress and (maybe) poller."""
+
+    def __init__(self, runtime: Runtime, token: str, *, polling: bool) -> None:
+        s = runtime.settings
+        self.bot = make_bot(token, s.telegram_api_base)
+        bot_id = int(token.split(":", 1)[0])  # a bot token starts with the bot's id
+        self.sender = TelegramReplySender(
+            self.bot,
+            RateLimiter(runtime.redis, runtime.keys),
+            runtime.redis,
+            runtime.keys,
+            runtime.metrics,
+            bot_id=bot_id,
+        )
+        self.ingress = TelegramIngress(
+            runtime.queue,
+            runtime.detector,
+            runtime.state,
+            HandoverRegistry(runtime.redis, runtime.keys),
+            runtime.metrics,
+            bot_id=bot_id,
+            bot_username=None,
+            secret=reveal(s.telegram_webhook_secret),
+            retry_after_s=s.peakdesk_retry_after_s,
+        )
+        # Telegram allows one getUpdates consumer per bot: only an ingesting process polls.
+        self.poller = (
+            TelegramPoller(self.bot, self.ingress)
+            if polling and s.telegram_mode == "polling"
+            else None
+        )
+
+    async def start(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+        """Learn the bot's @username (group mentions), then start polling if configured."""
+        try:
+            async with asyncio.timeout(10):
+                bot_id, username = await bot_identity(self.bot)
+            self.ingress.bot = BotIdentity(bot_id, username)
+        except (TelegramSetupError, TimeoutError) as exc:
+            log.warning("telegram: getMe failed (%s); group mentions are not recognised", exc)
+        if self.poller is not None:
+            tasks.append(asyncio.get_running_loop().create_task(self.poller.run(stop)))

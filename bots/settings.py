@@ -6,6 +6,7 @@ Every name is listed in ``.env.example`` and in the README's configuration table
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     webhook_callback_timeout_s: float = Field(10.0, gt=0)
     webhook_callback_max_attempts: int = Field(8, ge=1, le=50)
 
+    # Telegram channel (on when TELEGRAM_BOT_TOKEN is set)
+    telegram_bot_token: SecretStr | None = None  # "<bot id>:<secret>" from BotFather
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_mode: Literal["webhook", "polling"] = "webhook"
+    telegram_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
+
     # Queue and workers
     peakdesk_max_concurrent: int = Field(50, ge=1, le=10_000)
     peakdesk_max_queue: int = Field(100_000, ge=1)
@@ -70,6 +77,24 @@ class Settings(BaseSettings):
     # Logging
     peakdesk_log_format: Literal["text", "json"] = "text"
     peakdesk_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _telegram_token_format(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value() if value is not None else ""
+        if token and not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", token):
+            raise ValueError("not a bot token: <bot id>:<secret> as BotFather gives it")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret_format(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and - as a secret_token.
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
 
     @field_validator("holysheep_prices")
     @classmethod
