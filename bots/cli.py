@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -92,6 +93,10 @@ async def _run(settings: Settings, workers: int, serving: bool) -> None:
     runner: web.AppRunner | None = None
     try:
         await runtime.start()
+        # Everything imported and built so far lives as long as the process: keep it out of
+        # the garbage collector's full passes (with aiogram loaded they took the ingest p99
+        # from 19 ms to 142 ms under load).
+        gc.freeze()
         if serving:
             runner = web.AppRunner(runtime.app(), access_log=None, handle_signals=False)
             await runner.setup()
@@ -115,7 +120,7 @@ async def _run(settings: Settings, workers: int, serving: bool) -> None:
 
 
 async def _telegram_admin(settings: Settings, command: str, url: str | None) -> str:
-    from adapters.telegram.bot import delete_webhook, make_bot, set_webhook
+    from adapters.telegram.bot import TelegramSetupError, delete_webhook, make_bot, set_webhook
 
     token = reveal(settings.telegram_bot_token)
     if token is None:
@@ -134,6 +139,8 @@ async def _telegram_admin(settings: Settings, command: str, url: str | None) -> 
             return f"webhook set: {url}"
         await delete_webhook(bot)
         return "webhook deleted"
+    except (TelegramSetupError, ValueError) as exc:  # one line, never the token
+        raise SystemExit(f"peakdesk: telegram {command} failed: {exc}") from None
     finally:
         await bot.session.close()
 

@@ -21,6 +21,7 @@ from adapters.webhook.ingress import WebhookIngress
 from adapters.webhook.sender import CallbackSender
 from bots.http import build_app
 from bots.settings import Settings, reveal
+from core.aio import wait_event
 from core.errors import StoreUnavailable
 from core.handler import DEFAULT_SYSTEM_PROMPT, ReplyHandler
 from core.handover import HandoverRegistry
@@ -213,11 +214,24 @@ class TelegramChannel:
 
     async def start(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
         """Learn the bot's @username (group mentions), then start polling if configured."""
+        loop = asyncio.get_running_loop()
+        if not await self._learn_identity():
+            tasks.append(loop.create_task(self._learn_identity_later(stop)))
+        if self.poller is not None:
+            tasks.append(loop.create_task(self.poller.run(stop)))
+
+    async def _learn_identity(self) -> bool:
         try:
             async with asyncio.timeout(10):
                 bot_id, username = await bot_identity(self.bot)
-            self.ingress.bot = BotIdentity(bot_id, username)
         except (TelegramSetupError, TimeoutError) as exc:
-            log.warning("telegram: getMe failed (%s); group mentions are not recognised", exc)
-        if self.poller is not None:
-            tasks.append(asyncio.get_running_loop().create_task(self.poller.run(stop)))
+            log.warning("telegram: getMe failed (%s); @mentions not recognised yet", exc)
+            return False
+        self.ingress.bot = BotIdentity(bot_id, username)
+        return True
+
+    async def _learn_identity_later(self, stop: asyncio.Event, every_s: float = 30.0) -> None:
+        while not stop.is_set():
+            await wait_event(stop, every_s)
+            if not stop.is_set() and await self._learn_identity():
+                return

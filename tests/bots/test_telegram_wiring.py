@@ -105,3 +105,18 @@ async def test_cli_registers_and_removes_the_webhook(telegram: FakeTelegramAPI) 
     code, _, err = await run_cli("set-webhook", url, **without_secret)
     assert code != 0 and "TELEGRAM_WEBHOOK_SECRET" in err
     assert telegram.token not in err
+
+
+@pytest.mark.slow
+async def test_cli_reports_a_refused_webhook_in_one_line(telegram: FakeTelegramAPI) -> None:
+    telegram.fail("setWebhook", 400, description="Bad Request: bad webhook: HTTPS url required")
+    code, _, err = await run_cli(
+        "set-webhook",
+        "http://support.example.com/telegram/webhook",
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.base_url,
+        TELEGRAM_WEBHOOK_SECRET=TG_SECRET,
+    )
+    assert code != 0
+    [line] = err.strip().splitlines()
+    assert "HTTPS url required" in line and telegram.token not in line
