@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.telegram.bot import SECRET_TOKEN_PATTERN
 from core.llm import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -24,7 +25,10 @@ from core.priority import parse_priority_map
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # env_ignore_empty: "NAME=" (as in .env.example) means unset, not an empty value.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     # LLM provider
     holysheep_api_key: SecretStr | None = None
@@ -89,10 +93,7 @@ class Settings(BaseSettings):
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _telegram_secret_format(cls, value: SecretStr | None) -> SecretStr | None:
-        # Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and - as a secret_token.
-        if value is not None and not re.fullmatch(
-            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
-        ):
+        if value is not None and not SECRET_TOKEN_PATTERN.fullmatch(value.get_secret_value()):
             raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -86,3 +88,12 @@ def test_worker_loops_of_one_process_share_its_llm_slots() -> None:
     assert split_evenly(50, 3) == [17, 17, 16]
     assert split_evenly(2, 3) == [1, 1, 1]  # every loop can make progress
     assert split_evenly(50, 0) == []
+
+
+def test_the_example_env_file_is_valid_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REDIS_URL", "TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET", "PEAKDESK_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    s = Settings(_env_file=example)
+    assert s.telegram_webhook_secret is None and s.webhook_callback_url is None
+    assert s.redis_url is None and s.peakdesk_port == 8080
