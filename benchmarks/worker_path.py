@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import json
 import os
 import random
@@ -53,7 +52,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -66,8 +64,9 @@ from typing import Any
 
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import common
 from bots.logs import configure_logging
 from bots.runtime import Runtime
 from bots.settings import Settings
@@ -79,14 +78,9 @@ from core.priority import PriorityDetector
 from core.worker import ReplyNotifier
 from tests.fakes.openai_server import completion_body
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BITEXT = REPO_ROOT.parent / "shared/data/bitext/customer_support_train.csv"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 SECRET = "bench-webhook-secret"
 API_KEY = "sk-bench"
 TARGET_MS = 2.0
-HELPER_LIFETIME = 600.0  # the helper servers exit by themselves even if this process dies
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ANSWER = json.dumps(
     completion_body(
         "Thanks for reaching out! Your order is on its way and should arrive within two days.",
@@ -125,55 +119,18 @@ async def serve_helper(kind: str) -> None:
     else:
         app.router.add_post("/callback", callback)
         app.router.add_get("/stats", stats)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-    await site.start()
-    print(runner.addresses[0][1], flush=True)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    def wait_for_eof() -> None:
-        sys.stdin.read()
-        loop.call_soon_threadsafe(stop.set)
-
-    threading.Thread(target=wait_for_eof, daemon=True).start()
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), HELPER_LIFETIME)
-    finally:
-        await runner.cleanup()
+    await common.serve_app(app, announce=True)  # the port goes to stdout
 
 
 # -- the measured process (child on the first CPU) -----------------------------------------
 
 
 def load_texts() -> list[str]:
-    path = Path(os.environ.get("PEAKDESK_BITEXT_CSV", DEFAULT_BITEXT))
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8") as file:
-            texts = [row["instruction"] for row in csv.DictReader(file) if row["instruction"]]
-        if texts:
-            random.Random(1).shuffle(texts)  # the file is sorted by intent
-            return texts
+    texts = common.read_bitext(common.bitext_path())
+    if texts:
+        random.Random(1).shuffle(texts)  # the file is sorted by intent
+        return texts
     return [f"hello, where is my order A{n:05d}? it was due yesterday" for n in range(1000)]
-
-
-def proc_cpu_s(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy_s() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
 
 
 @dataclass
@@ -254,9 +211,6 @@ class Phase:
     commands: dict[str, float] | None = None  # Redis commands per message
 
 
-Snapshot = tuple[float, float, float, dict[str, float]]
-
-
 class Probe:
     """Wall time, CPU of the measured process and of the watched processes over one phase.
 
@@ -267,42 +221,28 @@ class Probe:
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
         self.started = 0.0  # perf_counter() at the start of the last measurement
-        self._end: Snapshot | None = None
+        self._end: common.CpuSnapshot | None = None
 
     def mark(self) -> None:
         if self._end is None:
-            self._end = self.snapshot()
-
-    def snapshot(self) -> Snapshot:
-        return (
-            time.perf_counter(),
-            time.process_time(),
-            machine_busy_s(),
-            {name: proc_cpu_s(pid) for name, pid in self.pids.items()},
-        )
+            self._end = common.CpuSnapshot.take(self.pids)
 
     async def measure(self, body: Callable[[], Awaitable[Outcome]]) -> Phase:
-        wall0, cpu0, busy0, procs0 = self.snapshot()
-        self.started, self._end = wall0, None
+        before = common.CpuSnapshot.take(self.pids)
+        self.started, self._end = before.wall, None
         outcome = await body()
-        wall1, cpu1, busy1, procs1 = self._end or self.snapshot()
-        wall = wall1 - wall0
-        used = {name: procs1[name] - procs0[name] for name in procs0}
-        other = busy1 - busy0 - (cpu1 - cpu0) - sum(used.values())
-
-        def pct(seconds: float) -> float:
-            return max(0.0, 100 * seconds / wall)
-
+        use = common.CpuUse.between(before, self._end or common.CpuSnapshot.take(self.pids))
+        done_at = outcome.regular_done_at
         return Phase(
-            wall,
-            cpu1 - cpu0,
-            pct(used["llm"]),
-            pct(used["receiver"]),
-            pct(used["redis"]),
-            pct(other),
+            use.wall_s,
+            use.own_s,
+            use.pct(use.procs_s["llm"]),
+            use.pct(use.procs_s["receiver"]),
+            use.pct(use.procs_s["redis"]),
+            use.pct(use.other_s),
             outcome.done,
             outcome.recovered,
-            outcome.regular_done_at - wall0 if outcome.regular_done_at is not None else None,
+            done_at - before.wall if done_at is not None else None,
         )
 
 
@@ -488,23 +428,13 @@ async def measured_process(cfg: dict[str, Any]) -> dict[str, Any]:
 # -- the orchestrator ----------------------------------------------------------------------
 
 
-def pinned(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return pin
-
-
 def start_helper(kind: str, cpu: int | None) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, __file__, "--helper", kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=pinned(cpu),
+        preexec_fn=common.pinned(cpu),
     )
     assert process.stdout is not None
     return process, int(process.stdout.readline())
@@ -515,77 +445,18 @@ def callbacks_received(port: int) -> int:
         return int(json.loads(response.read())["received"])
 
 
-def stop_helper(process: subprocess.Popen[str]) -> None:
-    if process.stdin is not None:
-        process.stdin.close()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_measured(cfg: dict[str, Any], cpu: int | None, workdir: Path) -> dict[str, Any]:
     log = workdir / f"{cfg['prefix']}.log"
-    with log.open("w") as err:
-        done = subprocess.run(
-            [sys.executable, __file__, "--measure", json.dumps(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            timeout=cfg["timeout"] * 4 + 60,
-            preexec_fn=pinned(cpu),
-            check=False,
-        )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    warnings = log.read_text()
-    if line is None:
-        raise RuntimeError(f"measured process failed ({done.returncode}):\n{warnings[-3000:]}")
-    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    command = [sys.executable, __file__, "--measure", json.dumps(cfg)]
+    timeout = cfg["timeout"] * 4 + 60
+    result = common.run_for_result(command, "measured process", cpu=cpu, timeout=timeout, log=log)
     # "<date> <time> WARNING <logger>: <message>": counted by message, ticket ids left out
     result["warnings"] = Counter(
         re.sub(r"\bT[0-9A-F]{10,}\b", "T...", x.split(" ", 3)[3])
-        for x in warnings.splitlines()
+        for x in log.read_text().splitlines()
         if x.split(" ", 3)[2:3] == ["WARNING"]
     )
     return result
-
-
-async def redis_server_info(url: str) -> dict[str, Any]:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url, decode_responses=True)
-    try:
-        info: dict[str, Any] = await client.info("server")
-    finally:
-        await client.aclose()
-    return info
-
-
-def redis_server_pid(url: str) -> int | None:
-    """The Redis server's pid when it runs on this machine (for its CPU figures)."""
-    pid = int(asyncio.run(redis_server_info(url))["process_id"])
-    return pid if Path(f"/proc/{pid}/stat").exists() else None
-
-
-async def delete_keys(url: str, prefixes: Sequence[str]) -> int:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url, decode_responses=True)
-    deleted = 0
-    try:
-        for prefix in prefixes:
-            batch: list[str] = []
-            async for key in client.scan_iter(match="{" + prefix + "}*", count=5000):
-                batch.append(key)
-                if len(batch) >= 5000:
-                    deleted += int(await client.unlink(*batch))
-                    batch = []
-            if batch:
-                deleted += int(await client.unlink(*batch))
-    finally:
-        await client.aclose()
-    return deleted
 
 
 @dataclass
@@ -751,13 +622,12 @@ def main() -> int:
         return 0
     if args.measure:
         result = asyncio.run(measured_process(json.loads(args.measure)))
-        print("RESULT " + json.dumps(result), flush=True)
+        common.emit_result(result)
         return 0
 
-    cpus = sorted(os.sched_getaffinity(0))
-    worker_cpu, helper_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
-    redis_url = os.environ.get("PEAKDESK_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
-    redis_pid = redis_server_pid(redis_url)
+    worker_cpu, helper_cpu = common.two_cpus()
+    redis_url = common.bench_redis_url()
+    redis_pid = common.redis_server_pid(redis_url)
     run_id = uuid.uuid4().hex[:6]
     prefixes: list[str] = []
     helpers: list[subprocess.Popen[str]] = []
@@ -832,9 +702,9 @@ def main() -> int:
         return 0 if met else 1
     finally:
         for helper in helpers:
-            stop_helper(helper)
+            common.stop_process(helper, timeout=10)
         with contextlib.suppress(Exception):
-            deleted = asyncio.run(delete_keys(redis_url, prefixes))
+            deleted = common.delete_keys(redis_url, prefixes)
             print(
                 f"cleaned up: {deleted:,} Redis keys under {len(prefixes)} prefixes; "
                 "helpers stopped"

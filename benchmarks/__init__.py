@@ -1,0 +1,1 @@
+"""Benchmark scripts: run each as ``python benchmarks/<script>.py`` from the repository root."""
