@@ -94,10 +94,6 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._waiting = 0  # entries held back behind an earlier message of their conversation
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until ``stop`` is set; then finish what is in flight.
 
