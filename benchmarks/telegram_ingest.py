@@ -233,7 +233,7 @@ async def peakdesk_app(redis_url: str, prefix: str) -> Any:
     from adapters.telegram.ingress import TelegramIngress
     from bots.http import build_app
     from bots.logs import configure_logging
-    from core.handover import HandoverRegistry
+    from core.handover import HandoverDesk
     from core.keys import Keys
     from core.metrics import Metrics
     from core.priority import PriorityDetector
@@ -251,7 +251,7 @@ async def peakdesk_app(redis_url: str, prefix: str) -> Any:
         queue,
         PriorityDetector(),
         ConversationState(redis, keys),
-        HandoverRegistry(redis, keys),
+        HandoverDesk(redis, keys, staffed=False),
         metrics,
         bot_id=BOT_ID,
         bot_username=BOT_USERNAME,

@@ -1,22 +1,31 @@
-"""The reply handler: turns one queued message into its one reply.
+"""The reply handler: turns one queued message into its one reply, or passes it to people.
 
 Messages sent to the model: the system prompt, the conversation's history, product information
 when ``metadata.product_id`` is known, then the customer's text. A failed LLM call becomes an
 apology that says what happens next, with the ticket id and an error code: a customer is never
 left without an answer.
+
+With a staffed desk (:class:`core.handover.HandoverDesk`) the handler also hands conversations
+to people: when the customer asks for a person (the ``contact_human_agent`` intent), when the
+model says it cannot help, after repeated failed answers, and for complaints at priority 0-1.
+While people have a conversation, its messages are passed to them instead of answered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from core.errors import LLMError
+from core.handover import HandoverDesk, handover_notice
+from core.ledger import Ledger
 from core.metrics import Metrics
 from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource
-from core.state import ConversationState, Turn, normalise_text, response_cache_digest
+from core.priority import Detection, PriorityDetector
+from core.state import ConversationState, Snapshot, Turn, normalise_text, response_cache_digest
 
 log = logging.getLogger("peakdesk.handler")
 
@@ -24,9 +33,21 @@ DEFAULT_SYSTEM_PROMPT = """\
 You are the customer-service assistant of an online shop. You help with order status and \
 tracking, product information, returns and exchanges, payments and billing, and general \
 shopping questions. Be polite, warm and concise: answer in a few sentences, in the customer's \
-language. Never invent order data, prices or policies you were not given; if you cannot help \
-or the customer asks for a person, say that you will hand the conversation over to a member \
-of the support team."""
+language. Never invent order data, prices or policies you were not given. If you cannot help, \
+or the customer asks for a person, say that a member of the support team will take over, and \
+end your answer with the tag [handover]."""
+
+HANDOVER_TAG: Final = "[handover]"
+# What a model says when it cannot help, for system prompts without the tag instruction.
+_CANNOT_HELP: Final = re.compile(
+    r"\b(?:i|we)(?:'m| am| are)? (?:can ?not|can't|unable to) (?:help|assist) (?:you )?with\b"
+    r"|\bhand (?:you|this|the conversation|it) (?:over|off)\b"
+    r"|\btransfer(?:ring)? you\b"
+    r"|\bconnect(?:ing)? you (?:with|to) (?:a|an|one of our) (?:human|person|agent|colleague)",
+    re.IGNORECASE,
+)
+HUMAN_INTENT: Final = "contact_human_agent"
+COMPLAINT_INTENT: Final = "complaint"
 
 APOLOGY = {
     "en": (
@@ -60,6 +81,14 @@ def apology_text(ticket_id: str, code: str, locale: str | None) -> str:
     return APOLOGY[lang].format(ticket=ticket_id, code=code)
 
 
+def split_handover_tag(text: str) -> tuple[str, bool]:
+    """The model's answer without the hand-over tag, and whether it asked for people."""
+    if HANDOVER_TAG in text.lower():
+        cleaned = re.sub(re.escape(HANDOVER_TAG), "", text, flags=re.IGNORECASE).strip()
+        return cleaned, True
+    return text, bool(_CANNOT_HELP.search(text))
+
+
 class ReplyHandler:
     """Answers a message with the LLM, the response cache, or an apology (see module doc)."""
 
@@ -71,17 +100,40 @@ class ReplyHandler:
         *,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         model: str = "",
+        detector: PriorityDetector | None = None,
+        desk: HandoverDesk | None = None,
+        ledger: Ledger | None = None,
+        escalate_after_failures: int = 2,
     ) -> None:
         self.llm = llm
         self.state = state
         self.metrics = metrics
         self.system_prompt = system_prompt
         self.model = model
+        self.detector = detector or PriorityDetector()
+        self.desk = desk if desk is not None and desk.staffed else None
+        self.ledger = ledger
+        self.escalate_after_failures = escalate_after_failures
 
-    async def answer(self, entry: QueuedMessage) -> Reply:
+    async def answer(self, entry: QueuedMessage) -> Reply | None:
+        """The reply to ``entry``; None when it was passed to the people who have its
+        conversation (no reply from the bot)."""
         message = entry.message
         conversation = message.conversation_key
         snapshot = await self.state.load(conversation, message.metadata.product_id)
+        if (
+            self.desk is not None
+            and snapshot.handover_status in ("requested", "owned")
+            and snapshot.handover_ticket != entry.ticket_id
+            and await self.desk.hold(entry)
+        ):
+            return None
+        detection = self.detector.detect(message.text, message.metadata)
+        if self.desk is not None and detection.intent == HUMAN_INTENT:
+            return await self._hand_over(
+                entry, "customer asked for a person", "", ReplySource.TEMPLATE, snapshot, detection
+            )
+
         history, product = snapshot.history, snapshot.product
         context = {**snapshot.context, **customer_facts(message.metadata)}
         digest = response_cache_digest(
@@ -93,10 +145,35 @@ class ReplyHandler:
             self.system_prompt,
             self.model,
         )
-        cached = await self.state.cached_response(digest)
-        if cached is not None:
-            return self._reply(entry, cached, ReplySource.CACHE)
+        source = ReplySource.CACHE
+        text = await self.state.cached_response(digest)
+        if text is None:
+            try:
+                text = await self._complete(entry, history, product, context)
+            except LLMError as exc:
+                return await self.fallback(entry, exc.code, snapshot, detection)
+            source = ReplySource.LLM
+            await self.state.cache_response(digest, text)
 
+        text, cannot_help = split_handover_tag(text)
+        if self.desk is not None:
+            if cannot_help:
+                return await self._hand_over(
+                    entry, "the bot could not help", text, source, snapshot, detection
+                )
+            if detection.intent == COMPLAINT_INTENT and entry.priority <= 1:
+                reason = f"complaint at priority {entry.priority}"
+                return await self._hand_over(entry, reason, text, source, snapshot, detection)
+        return self._reply(entry, text, source)
+
+    async def _complete(
+        self,
+        entry: QueuedMessage,
+        history: list[Turn],
+        product: dict[str, Any] | None,
+        context: dict[str, str],
+    ) -> str:
+        """One LLM answer (raises LLMError); usage and cost go to the metrics and the ledger."""
         messages: list[dict[str, str]] = [{"role": "system", "content": self.system_prompt}]
         messages += history
         if product is not None:
@@ -110,7 +187,7 @@ class ReplyHandler:
         if context:
             facts = "; ".join(f"{key}: {value}" for key, value in sorted(context.items()))
             messages.append({"role": "system", "content": f"Known about this customer: {facts}"})
-        messages.append({"role": "user", "content": message.text})
+        messages.append({"role": "user", "content": entry.message.text})
 
         started = time.monotonic()
         try:
@@ -126,16 +203,16 @@ class ReplyHandler:
                 exc.code,
                 exc.status,
             )
-            return self.apology(entry, exc.code)
-
+            raise
         self.metrics.llm_latency.observe(time.monotonic() - started)
         usage = completion.usage
         self.metrics.llm_tokens.labels("prompt").inc(usage.prompt_tokens)
         self.metrics.llm_tokens.labels("completion").inc(usage.completion_tokens)
         self.metrics.llm_tokens.labels("cached").inc(usage.cached_tokens)
         self.metrics.llm_cost.inc(completion.cost_usd)
-        await self.state.cache_response(digest, text)
-        return self._reply(entry, text, ReplySource.LLM)
+        if self.ledger is not None:
+            await self.ledger.record_llm_call(completion.cost_usd)
+        return str(text)
 
     async def remember(self, entry: QueuedMessage, reply: Reply) -> None:
         """Add the turn to the history, once its reply is stored for good.
@@ -151,10 +228,55 @@ class ReplyHandler:
             entry.message.conversation_key, turns, customer_facts(entry.message.metadata)
         )
 
-    def apology(self, entry: QueuedMessage, code: str) -> Reply:
-        """The fallback reply: what happens next, the ticket id, an error code."""
+    async def fallback(
+        self,
+        entry: QueuedMessage,
+        code: str,
+        snapshot: Snapshot | None = None,
+        detection: Detection | None = None,
+    ) -> Reply:
+        """The apology (what happens next, the ticket id, an error code); repeated failures in
+        one conversation hand it to people."""
         text = apology_text(entry.ticket_id, code, entry.message.metadata.locale)
+        if self.desk is not None:
+            failures = await self.desk.count_failure(entry.message.conversation_key)
+            if failures >= self.escalate_after_failures:
+                reason = f"{failures} failed answers in a row ({code})"
+                return await self._hand_over(
+                    entry, reason, text, ReplySource.FALLBACK, snapshot, detection, code
+                )
         return self._reply(entry, text, ReplySource.FALLBACK, error_code=code)
+
+    async def _hand_over(
+        self,
+        entry: QueuedMessage,
+        reason: str,
+        text: str,
+        source: ReplySource,
+        snapshot: Snapshot | None,
+        detection: Detection | None,
+        error_code: str | None = None,
+    ) -> Reply:
+        """Escalate the conversation and tell the customer (after ``text``, if any)."""
+        assert self.desk is not None
+        message = entry.message
+        if snapshot is None:
+            snapshot = await self.state.load(message.conversation_key)
+        detection = detection or self.detector.detect(message.text, message.metadata)
+        if await self.desk.escalate(
+            message,
+            ticket_id=entry.ticket_id,
+            priority=entry.priority,
+            reason=reason,
+            order_id=detection.order_id or snapshot.context.get("order id"),
+            history=snapshot.history,
+            answer=text if source in (ReplySource.LLM, ReplySource.CACHE) else "",
+        ):
+            log.info("ticket %s: handed over to people (%s)", entry.ticket_id, reason)
+        notice = handover_notice(
+            entry.ticket_id, await self.desk.estimated_wait(), message.metadata.locale
+        )
+        return self._reply(entry, f"{text}\n\n{notice}" if text else notice, source, error_code)
 
     @staticmethod
     def _reply(

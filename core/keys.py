@@ -67,3 +67,47 @@ class Keys:
 
     def handover(self, conversation_key: str) -> str:
         return f"{self.tag}:handover:{conversation_key}"
+
+    @property
+    def handovers_open(self) -> str:
+        """Sorted set of the conversations waiting for or owned by a person."""
+        return f"{self.tag}:handovers:open"
+
+    @property
+    def handover_pickup(self) -> str:
+        """How long people took to take hand-overs lately (for the customer's estimate)."""
+        return f"{self.tag}:handovers:pickup"
+
+    def handover_ticket(self, ticket_id: str) -> str:
+        return f"{self.tag}:handover:ticket:{ticket_id}"
+
+    def handover_thread(self, thread: str) -> str:
+        return f"{self.tag}:handover:thread:{thread}"
+
+    def held(self, ticket_id: str) -> str:
+        """Marks a message passed to people instead of answered (processed once)."""
+        return f"{self.tag}:held:{ticket_id}"
+
+    def staff_message(self, reply_id: str) -> str:
+        return f"{self.tag}:staffmsg:{reply_id}"
+
+    def failures(self, conversation_key: str) -> str:
+        return f"{self.tag}:fails:{conversation_key}"
+
+    def desk_lock(self, conversation_key: str) -> str:
+        return f"{self.tag}:desk:lock:{conversation_key}"
+
+    def event_seen(self, channel: str, event_id: str) -> str:
+        """Dedupe key of a platform event (Slack's event_id...)."""
+        return f"{self.tag}:event:{channel}:{event_id}"
+
+    def stats_day(self, day: str) -> str:
+        """Per-day counters (answers per source, LLM calls, cost); ``day`` is YYYYMMDD (UTC)."""
+        return f"{self.tag}:stats:{day}"
+
+    def stats_minute(self, minute: int) -> str:
+        return f"{self.tag}:stats:min:{minute}"
+
+    def waits(self, priority: int) -> str:
+        """The latest queue waits of one priority, in milliseconds (newest first)."""
+        return f"{self.tag}:waits:{priority}"

@@ -97,6 +97,8 @@ class Reply:
     user_id: str
     reply_to: dict[str, str] = field(default_factory=dict)
     error_code: str | None = None
+    # Unique per reply: the ticket id for the bot's one answer, a new id per staff message.
+    reply_id: str = ""
     # A synchronous waiter (webhook ?wait=N) may take the reply until then; callbacks wait for it.
     wait_until: float = 0.0
     created_at: float = field(default_factory=time.time)
@@ -105,6 +107,16 @@ class Reply:
     def conversation_key(self) -> str:
         """The conversation this reply belongs to (as ``InboundMessage.conversation_key``)."""
         return f"{self.channel}:{self.account}:{self.conversation_id}"
+
+    @property
+    def delivery_id(self) -> str:
+        """What the outbox delivers once: the reply id (the ticket id unless a person wrote)."""
+        return self.reply_id or self.ticket_id
+
+    @property
+    def serial_key(self) -> str:
+        """Deliveries with one serial key go out in order: a conversation's replies."""
+        return self.conversation_key
 
     @classmethod
     def for_message(
@@ -143,10 +155,62 @@ class Reply:
         return cls(**data)
 
 
+DESK = "desk"  # the outbox "channel" of desk events: the staff side (Slack)
+
+
+class DeskEventKind(StrEnum):
+    """What a desk event tells the support staff."""
+
+    ESCALATED = "escalated"  # a conversation was handed to people: post it
+    CUSTOMER = "customer"  # the customer wrote while people own the conversation
+    STATUS = "status"  # taken over, returned to the bot, resolved
+    UNDELIVERED = "undelivered"  # a staff reply could not reach the customer
+
+
+@dataclass(slots=True)
+class DeskEvent:
+    """A notice for the support staff about one handed-over conversation.
+
+    Goes out through the outbox like a reply (durable, retried, in order per conversation);
+    the details of the hand-over are read from its record when the event is sent.
+    """
+
+    event_id: str
+    kind: DeskEventKind
+    conversation_key: str
+    ticket_id: str
+    text: str = ""
+    actor: str = ""  # the staff member who changed the status
+    status: str = ""
+    wait_until: float = 0.0  # no synchronous waiter: sent at once
+    created_at: float = field(default_factory=time.time)
+
+    channel = DESK
+
+    @property
+    def delivery_id(self) -> str:
+        return self.event_id
+
+    @property
+    def serial_key(self) -> str:
+        # Apart from the customer's replies: a rate-limited Slack never delays those.
+        return f"{DESK}:{self.conversation_key}"
+
+    def to_json(self) -> str:
+        return _dumps({name: getattr(self, name) for name in _DESK_FIELDS})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> DeskEvent:
+        data: dict[str, Any] = json.loads(raw)
+        data["kind"] = DeskEventKind(data["kind"])
+        return cls(**data)
+
+
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _METADATA_FIELDS = tuple(f.name for f in fields(MessageMetadata))
 _INBOUND_FIELDS = tuple(f.name for f in fields(InboundMessage))
 _REPLY_FIELDS = tuple(f.name for f in fields(Reply))
+_DESK_FIELDS = tuple(f.name for f in fields(DeskEvent))
 
 
 @dataclass(slots=True)

@@ -7,6 +7,9 @@ group mechanics as the inbound queue, so a reply survives a crash of the process
 A reply goes out exactly one way. A synchronous waiter (the webhook's ``?wait=N``) and the
 asynchronous sender race for a per-ticket claim with ``SET NX``; whoever wins delivers it.
 The sender leaves the waiter the head start it asked for (``Reply.wait_until``).
+
+The same stream carries desk events (:class:`core.models.DeskEvent`: notices for the support
+staff about handed-over conversations) to the desk's sender, with the same guarantees.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -26,7 +30,7 @@ from core.aio import SerialByKey, wait_event
 from core.errors import DeliveryError
 from core.keys import Keys
 from core.metrics import Metrics
-from core.models import Reply
+from core.models import DeskEvent, DeskEventKind, Reply, ReplySource
 from core.queue import GROUP, ensure_group
 
 log = logging.getLogger("peakdesk.outbox")
@@ -43,6 +47,15 @@ class ReplySender(Protocol):
     async def send(self, reply: Reply) -> None: ...
 
 
+class DeskSender(Protocol):
+    """Shows one desk event to the support staff (Slack). Raises DeliveryError on refusal."""
+
+    async def send(self, event: DeskEvent) -> None: ...
+
+
+Outgoing = Reply | DeskEvent
+
+
 class Outbox:
     """Delivers stored replies through each channel's :class:`ReplySender`, with retries."""
 
@@ -52,6 +65,7 @@ class Outbox:
         keys: Keys,
         senders: Mapping[str, ReplySender],
         *,
+        desk: DeskSender | None = None,
         consumer: str,
         metrics: Metrics,
         concurrency: int = 200,
@@ -65,6 +79,7 @@ class Outbox:
         self.redis = redis
         self.keys = keys
         self.senders = dict(senders)
+        self.desk = desk
         self.consumer = consumer
         self.metrics = metrics
         self.concurrency = concurrency
@@ -152,13 +167,20 @@ class Outbox:
                 task.cancel()
 
     def _start(self, entry_id: str, fields: Mapping[str, str]) -> None:
-        if entry_id in self._in_flight or "r" not in fields:
+        if entry_id in self._in_flight:
             return
-        raw = fields["r"]
-        reply = Reply.from_json(raw)
+        item: Outgoing
+        if "r" in fields:
+            raw = fields["r"]
+            item = Reply.from_json(raw)
+        elif "d" in fields:
+            raw = fields["d"]
+            item = DeskEvent.from_json(raw)
+        else:
+            return
         # Replies of one conversation go out in order; other conversations concurrently.
         task = self._conversations.start(
-            reply.conversation_key, lambda: self._deliver(entry_id, raw, reply)
+            item.serial_key, lambda: self._deliver(entry_id, raw, item)
         )
         self._in_flight[entry_id] = task
         task.add_done_callback(lambda _: self._in_flight.pop(entry_id, None))
@@ -183,9 +205,9 @@ class Outbox:
                 self.keys.outbox, GROUP, self.consumer, 0, list(self._in_flight), justid=True
             )
 
-    async def _deliver(self, entry_id: str, raw: str, reply: Reply) -> None:
+    async def _deliver(self, entry_id: str, raw: str, reply: Outgoing) -> None:
         try:
-            claim_key = self.keys.delivery_claim(reply.ticket_id)
+            claim_key = self.keys.delivery_claim(reply.delivery_id)
             # Leave a synchronous waiter its head start, but stop waiting once it took over.
             while (head_start := reply.wait_until - time.time()) > 0:
                 if await self.redis.get(claim_key) == SYNC:
@@ -205,9 +227,12 @@ class Outbox:
                 await self._ack(entry_id, sent_claim=claim_key)
                 return
             self.metrics.deliveries.labels(reply.channel, "failed").inc()
+            field = "d" if isinstance(reply, DeskEvent) else "r"
             await self.redis.xadd(
-                self.keys.dead_deliveries, {"r": raw}, maxlen=100_000, approximate=True
+                self.keys.dead_deliveries, {field: raw}, maxlen=100_000, approximate=True
             )
+            if isinstance(reply, Reply) and reply.source is ReplySource.HUMAN and self.desk:
+                await self._tell_desk_undelivered(reply)
             await self._ack(entry_id)
         except RedisError as exc:
             # Left pending: another pass (or process) claims it after the idle timeout.
@@ -217,14 +242,32 @@ class Outbox:
         except Exception:
             log.exception("delivery of ticket %s failed unexpectedly", reply.ticket_id)
 
-    async def _send_with_retries(self, reply: Reply) -> bool:
-        sender = self.senders.get(reply.channel)
+    async def _tell_desk_undelivered(self, reply: Reply) -> None:
+        """A person's reply did not reach the customer: the desk must know."""
+        event = DeskEvent(
+            "E" + secrets.token_hex(8),
+            DeskEventKind.UNDELIVERED,
+            reply.conversation_key,
+            reply.ticket_id,
+            text=reply.text,
+        )
+        await self.redis.xadd(self.keys.outbox, {"d": event.to_json()})
+
+    async def _send(self, item: Outgoing) -> None:
+        if isinstance(item, DeskEvent):
+            if self.desk is None:
+                raise DeliveryError("no desk is configured", retryable=False)
+            await self.desk.send(item)
+            return
+        sender = self.senders.get(item.channel)
         if sender is None:
-            log.error("no reply sender for channel %r (ticket %s)", reply.channel, reply.ticket_id)
-            return False
+            raise DeliveryError(f"no reply sender for channel {item.channel!r}", retryable=False)
+        await sender.send(item)
+
+    async def _send_with_retries(self, reply: Outgoing) -> bool:
         for attempt in range(1, self.max_attempts + 1):
             try:
-                await sender.send(reply)
+                await self._send(reply)
                 return True
             except DeliveryError as exc:
                 if not exc.retryable or attempt == self.max_attempts:

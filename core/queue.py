@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
+from core.ledger import utc_day
 from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
 
 log = logging.getLogger("peakdesk.queue")
@@ -191,14 +192,20 @@ class PriorityQueue:
             return list(await pipe.execute(raise_on_error=False))
 
     async def answer_directly(
-        self, message: InboundMessage, text: str, source: ReplySource, priority: int = 2
+        self,
+        message: InboundMessage,
+        text: str,
+        source: ReplySource,
+        priority: int = 2,
+        *,
+        ticket_id: str | None = None,
     ) -> Admission:
         """Answer ``message`` at once with ``text`` (no LLM): deduped, stored, sent once.
 
         For what a channel answers itself (commands, unsupported content). Like :meth:`admit`
         it raises StoreUnavailable when nothing could be stored.
         """
-        ticket_id = new_ticket_id()
+        ticket_id = ticket_id or new_ticket_id()
         reply = Reply.for_message(
             message, ticket_id=ticket_id, priority=priority, text=text, source=source
         )
@@ -208,8 +215,15 @@ class PriorityQueue:
                     self.keys.seen(message.dedupe_key),
                     self.keys.reply(ticket_id),
                     self.keys.outbox,
+                    self.keys.stats_day(utc_day()),
                 ],
-                args=[ticket_id, self.dedupe_ttl_s, reply.to_json(), self.reply_ttl_s],
+                args=[
+                    ticket_id,
+                    self.dedupe_ttl_s,
+                    reply.to_json(),
+                    self.reply_ttl_s,
+                    source.value,
+                ],
             )
         except RedisError as exc:
             raise StoreUnavailable("queue store unavailable") from exc
@@ -296,6 +310,8 @@ class PriorityQueue:
     ) -> bool:
         """Store ``reply`` as the one answer to ``entry``, queue it for delivery, ack the entry.
 
+        The answer is counted in today's per-source counters (:class:`core.ledger.Ledger`).
+
         Returns False when the message already had a reply (it was processed twice): then
         nothing new is sent. With ``dead_reason`` the entry is also copied to the dead letters.
         """
@@ -303,8 +319,15 @@ class PriorityQueue:
             self.keys.reply(entry.ticket_id),
             self.keys.outbox,
             self.keys.stream(entry.priority),
+            self.keys.stats_day(utc_day()),
         ]
-        args: list[Any] = [GROUP, entry.entry_id, reply.to_json(), self.reply_ttl_s]
+        args: list[Any] = [
+            GROUP,
+            entry.entry_id,
+            reply.to_json(),
+            self.reply_ttl_s,
+            reply.source.value,
+        ]
         if dead_reason is not None:
             keys.append(self.keys.dead_letters)
             args += [entry.message.to_json(), dead_reason]

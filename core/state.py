@@ -37,6 +37,8 @@ class Snapshot:
     history: list[Turn]
     context: dict[str, str]
     product: dict[str, Any] | None
+    handover_status: str | None = None  # of the conversation's hand-over record, if any
+    handover_ticket: str | None = None  # the ticket that handed it over
 
 
 class ConversationState:
@@ -60,17 +62,21 @@ class ConversationState:
         self.response_ttl_s = response_ttl_s
 
     async def load(self, conversation_key: str, product_id: str | None = None) -> Snapshot:
-        """History, context and product information of a conversation, in one round trip."""
+        """History, context, hand-over status and product information of a conversation, in
+        one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lrange(self.keys.history(conversation_key), -2 * self.history_turns, -1)
             pipe.hgetall(self.keys.context(conversation_key))
+            pipe.hmget(self.keys.handover(conversation_key), "status", "ticket")
             if product_id:
                 pipe.get(self.keys.product(product_id))
-            history, context, *product = await pipe.execute()
+            history, context, (status, ticket), *product = await pipe.execute()
         return Snapshot(
             history=[json.loads(item) for item in history],
             context=context,
             product=json.loads(product[0]) if product and product[0] else None,
+            handover_status=status,
+            handover_ticket=ticket,
         )
 
     async def history(self, conversation_key: str) -> list[Turn]:

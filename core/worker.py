@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -34,11 +34,18 @@ WAITING_FACTOR = 4
 
 
 class Answerer(Protocol):
-    async def answer(self, entry: QueuedMessage) -> Reply: ...
+    async def answer(self, entry: QueuedMessage) -> Reply | None:
+        """The reply; None when the message was passed to people instead (and acked)."""
 
     async def remember(self, entry: QueuedMessage, reply: Reply) -> None: ...
 
-    def apology(self, entry: QueuedMessage, code: str) -> Reply: ...
+    async def fallback(self, entry: QueuedMessage, code: str) -> Reply: ...
+
+
+class WaitRecorder(Protocol):
+    """Where the queue waits go for the shared dashboard (core.ledger.Ledger)."""
+
+    async def record_waits(self, waits: Mapping[int, Sequence[float]]) -> None: ...
 
 
 class Presence(Protocol):
@@ -67,6 +74,7 @@ class Worker:
         *,
         notifier: ReplyNotifier | None = None,
         presence: Mapping[str, Presence] | None = None,
+        waits: WaitRecorder | None = None,
         typing_interval_s: float = 4.0,
         consumer: str | None = None,
         max_concurrent: int = 50,
@@ -80,6 +88,7 @@ class Worker:
         self.metrics = metrics
         self.notifier = notifier
         self.presence = dict(presence or {})
+        self.waits = waits
         self.typing_interval_s = typing_interval_s
         self._conversations = SerialByKey()
         self.consumer = consumer or consumer_name()
@@ -133,6 +142,19 @@ class Worker:
                 continue
             for entry in entries:
                 self._start(entry)
+            if entries and self.waits is not None:
+                await self._record_waits(entries)
+
+    async def _record_waits(self, entries: Sequence[QueuedMessage]) -> None:
+        now = time.time()
+        waits: dict[int, list[float]] = {}
+        for entry in entries:
+            waits.setdefault(entry.priority, []).append(max(0.0, now - entry.enqueued_at))
+        try:
+            assert self.waits is not None
+            await self.waits.record_waits(waits)
+        except RedisError as exc:  # a dashboard figure: never worth failing the read loop
+            log.debug("recording queue waits failed (%s)", type(exc).__name__)
 
     async def _maintain(self, stop: asyncio.Event) -> None:
         """Heartbeat our own entries and claim those of dead workers, every few seconds."""
@@ -204,6 +226,9 @@ class Worker:
             reply = await self.queue.stored_reply(entry.ticket_id)
             if reply is None:
                 reply = await self._answer_showing_presence(entry)
+            if reply is None:  # passed to the people who have the conversation
+                self.metrics.processed.labels(priority, "held").inc()
+                return
             if await self.queue.finish(entry, reply):
                 await self.handler.remember(entry, reply)
                 self.metrics.processed.labels(priority, reply.source.value).inc()
@@ -219,7 +244,7 @@ class Worker:
                 exc_info=not isinstance(exc, RedisError),
             )
 
-    async def _answer_showing_presence(self, entry: QueuedMessage) -> Reply:
+    async def _answer_showing_presence(self, entry: QueuedMessage) -> Reply | None:
         presence = self.presence.get(entry.message.channel)
         if presence is None:
             return await self.handler.answer(entry)
@@ -241,7 +266,7 @@ class Worker:
 
     async def _dead_letter(self, entry: QueuedMessage) -> None:
         log.error("ticket %s: delivered %d times, dead-lettered", entry.ticket_id, entry.deliveries)
-        reply = self.handler.apology(entry, "dead_letter")
+        reply = await self.handler.fallback(entry, "dead_letter")
         await self.queue.finish(entry, reply, dead_reason=f"deliveries={entry.deliveries}")
         self.metrics.dead_letters.inc()
         if self.notifier is not None:

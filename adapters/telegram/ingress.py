@@ -35,11 +35,11 @@ from adapters.telegram.convert import (
 )
 from adapters.telegram.templates import template
 from core.errors import AdmissionRefused, StoreUnavailable
-from core.handover import HandoverRegistry
+from core.handover import HandoverDesk, handover_notice
 from core.metrics import Metrics
 from core.models import InboundMessage, ReplySource
 from core.priority import PriorityDetector
-from core.queue import PriorityQueue
+from core.queue import PriorityQueue, new_ticket_id
 from core.state import ConversationState
 
 log = logging.getLogger("peakdesk.telegram")
@@ -63,7 +63,7 @@ class TelegramIngress:
         queue: PriorityQueue,
         detector: PriorityDetector,
         state: ConversationState,
-        handover: HandoverRegistry,
+        handover: HandoverDesk,
         metrics: Metrics,
         *,
         bot_id: int,
@@ -162,25 +162,49 @@ class TelegramIngress:
 
     async def _run_command(self, command: str, message: InboundMessage) -> None:
         priority = 1 if command == "human" else 2
+        text = template(command, message.metadata.locale)
+        ticket_id = new_ticket_id()
         if command in ("human", "forget"):
             try:
                 if await self.queue.redis.exists(self.queue.keys.seen(message.dedupe_key)):
                     self._duplicates.inc()
                     return
-                if command == "human":
-                    await self.handover.request(message.conversation_key, HUMAN_REASON)
-                else:
+                if command == "forget":
                     await self.state.forget(message.conversation_key)
+                elif await self._hand_over(message, ticket_id, priority):
+                    wait = await self.handover.estimated_wait()
+                    text = handover_notice(ticket_id, wait, message.metadata.locale)
             except RedisError as exc:
                 log.warning("/%s failed: redis error %s", command, type(exc).__name__)
                 raise StoreUnavailable("conversation store unavailable") from exc
-        text = template(command, message.metadata.locale)
-        await self._answer_directly(message, text, priority, "command")
+        await self._answer_directly(message, text, priority, "command", ticket_id)
+
+    async def _hand_over(self, message: InboundMessage, ticket_id: str, priority: int) -> bool:
+        """Escalate for ``/human``; False when no desk is staffed (the plain template then)."""
+        if not self.handover.staffed:
+            return False
+        snapshot = await self.state.load(message.conversation_key)
+        await self.handover.escalate(
+            message,
+            ticket_id=ticket_id,
+            priority=priority,
+            reason=HUMAN_REASON,
+            order_id=snapshot.context.get("order id"),
+            history=snapshot.history,
+        )
+        return True
 
     async def _answer_directly(
-        self, message: InboundMessage, text: str, priority: int, event: str
+        self,
+        message: InboundMessage,
+        text: str,
+        priority: int,
+        event: str,
+        ticket_id: str | None = None,
     ) -> None:
-        admission = await self.queue.answer_directly(message, text, ReplySource.TEMPLATE, priority)
+        admission = await self.queue.answer_directly(
+            message, text, ReplySource.TEMPLATE, priority, ticket_id=ticket_id
+        )
         if admission.status == "duplicate":
             self._duplicates.inc()
         else:

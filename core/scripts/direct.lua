@@ -1,7 +1,8 @@
 -- Answer a message at once, without the LLM (commands, unsupported content, templates):
 -- dedupe, store its one reply and hand it to the outbox, atomically.
--- KEYS[1] dedupe key, KEYS[2] reply key, KEYS[3] outbox stream
--- ARGV[1] ticket id, ARGV[2] dedupe TTL (s), ARGV[3] reply JSON, ARGV[4] reply TTL (s)
+-- KEYS[1] dedupe key, KEYS[2] reply key, KEYS[3] outbox stream, KEYS[4] today's counters
+-- ARGV[1] ticket id, ARGV[2] dedupe TTL (s), ARGV[3] reply JSON, ARGV[4] reply TTL (s),
+-- ARGV[5] reply source (counted)
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {'duplicate', existing}
@@ -9,4 +10,6 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 redis.call('XADD', KEYS[3], '*', 'r', ARGV[3])
+redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+redis.call('EXPIRE', KEYS[4], 691200)
 return {'queued', ARGV[1]}

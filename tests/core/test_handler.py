@@ -11,7 +11,7 @@ from core.handler import ReplyHandler
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
-from core.models import InboundMessage, MessageMetadata, QueuedMessage, ReplySource
+from core.models import InboundMessage, MessageMetadata, QueuedMessage, Reply, ReplySource
 from core.state import ConversationState, normalise_text
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -29,6 +29,13 @@ def entry(n: int, text: str, conversation: str = "c1", **meta: object) -> Queued
     return QueuedMessage(
         entry_id=f"{n}-0", priority=2, ticket_id=f"T{n}", message=message, enqueued_at=0.0
     )
+
+
+async def answer(handler: ReplyHandler, queued: QueuedMessage) -> Reply:
+    """The handler's reply (these conversations are never with people)."""
+    reply = await handler.answer(queued)
+    assert reply is not None
+    return reply
 
 
 @pytest.fixture
@@ -68,9 +75,9 @@ async def test_answer_sends_system_history_product_context_then_text(
     handler = ReplyHandler(llm, state, Metrics(), system_prompt="SYSTEM")
     await state.put_product("p-9", {"name": "Trail shoe", "price": 89.0})
     first = entry(1, "hello")
-    await handler.remember(first, await handler.answer(first))
+    await handler.remember(first, await answer(handler, first))
     second = entry(2, "is it waterproof?", product_id="p-9", order_id="A-77", vip=True)
-    reply = await handler.answer(second)
+    reply = await answer(handler, second)
     assert reply.source is ReplySource.LLM and reply.text == "Echo: is it waterproof?"
     sent = fake_llm.requests[1].json["messages"]
     assert sent[0] == {"role": "system", "content": "SYSTEM"}
@@ -88,8 +95,8 @@ async def test_a_message_processed_again_hits_the_cache_not_the_llm(
 ) -> None:
     handler = ReplyHandler(llm, state, Metrics())
     message = entry(1, "Do you ship to Norway?")
-    first = await handler.answer(message)
-    again = await handler.answer(message)  # e.g. after a crash before the reply was stored
+    first = await answer(handler, message)
+    again = await answer(handler, message)  # e.g. after a crash before the reply was stored
     assert (first.source, again.source) == (ReplySource.LLM, ReplySource.CACHE)
     assert again.text == first.text and fake_llm.calls == 1
 
@@ -99,9 +106,9 @@ async def test_the_cache_never_answers_a_conversation_that_moved_on(
 ) -> None:
     handler = ReplyHandler(llm, state, Metrics())
     first = entry(1, "thanks")
-    await handler.remember(first, await handler.answer(first))
-    later = await handler.answer(entry(2, "  THANKS "))  # same normalised text, new history
-    other = await handler.answer(entry(3, "thanks", conversation="c2"))
+    await handler.remember(first, await answer(handler, first))
+    later = await answer(handler, entry(2, "  THANKS "))  # same normalised text, new history
+    other = await answer(handler, entry(3, "thanks", conversation="c2"))
     assert later.source is ReplySource.LLM and other.source is ReplySource.LLM
     assert fake_llm.calls == 3
 
@@ -112,7 +119,7 @@ async def test_llm_failure_becomes_an_apology_with_ticket_and_code(
     fake_llm.script(status=403, error_code="forbidden")
     handler = ReplyHandler(llm, state, Metrics())
     message = entry(1, "hi", locale="zh-CN")
-    reply = await handler.answer(message)
+    reply = await answer(handler, message)
     assert reply.source is ReplySource.FALLBACK and reply.error_code == "forbidden"
     assert "T1" in reply.text and "forbidden" in reply.text and "工单号" in reply.text
     await handler.remember(message, reply)

@@ -77,7 +77,7 @@ class CrashingHandler:
     async def remember(self, entry: QueuedMessage, reply: Reply) -> None:
         raise AssertionError("never called for a failed message")
 
-    def apology(self, entry: QueuedMessage, code: str) -> Reply:
+    async def fallback(self, entry: QueuedMessage, code: str) -> Reply:
         return Reply.for_message(
             entry.message,
             ticket_id=entry.ticket_id,

@@ -26,7 +26,7 @@ from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
 from bots.http import build_app
 from core.handler import ReplyHandler
-from core.handover import HandoverRegistry
+from core.handover import HandoverDesk
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
@@ -70,7 +70,7 @@ class TelegramStack:
         self.metrics = Metrics()
         self.queue = PriorityQueue(redis, keys)
         self.state = ConversationState(redis, keys)
-        self.handover = HandoverRegistry(redis, keys)
+        self.handover = HandoverDesk(redis, keys, staffed=False)
         self.http = aiohttp.ClientSession()
         self.llm = HolySheepClient(
             api_key="sk-test-key", base_url=llm_base_url, backoff_base=0.01, session=self.http
