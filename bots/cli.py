@@ -75,6 +75,15 @@ def check_startup(settings: Settings, *, serving: bool) -> None:
             )
             raise SystemExit(2)
         log.warning("TELEGRAM_WEBHOOK_SECRET is not set: Telegram updates are not authenticated")
+    if any(settings.slack_settings) and not settings.slack_enabled:
+        print(
+            "peakdesk: Slack needs SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and "
+            "SLACK_SUPPORT_CHANNEL together (some are missing)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if not settings.slack_enabled:
+        log.warning("Slack is not configured: no hand-over to people, the bot answers everything")
     if not reveal(settings.holysheep_api_key):
         log.warning(
             "HOLYSHEEP_API_KEY is not set: the LLM is not configured, "

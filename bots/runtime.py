@@ -9,7 +9,10 @@ import logging
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
+from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.app import SlackApp
+from adapters.slack.desk import SlackDesk
 from adapters.telegram.bot import TelegramSetupError, bot_identity, make_bot
 from adapters.telegram.convert import CHANNEL as TELEGRAM
 from adapters.telegram.convert import BotIdentity
@@ -24,11 +27,12 @@ from bots.settings import Settings, reveal
 from core.aio import wait_event
 from core.errors import StoreUnavailable
 from core.handler import DEFAULT_SYSTEM_PROMPT, ReplyHandler
-from core.handover import HandoverRegistry
+from core.handover import HandoverDesk
 from core.keys import Keys
+from core.ledger import Ledger
 from core.llm import HolySheepClient
 from core.metrics import Metrics
-from core.outbox import Outbox, ReplySender
+from core.outbox import DeskSender, Outbox, ReplySender
 from core.priority import PriorityDetector
 from core.queue import PriorityQueue
 from core.ratelimit import RateLimiter
@@ -76,6 +80,8 @@ class Runtime:
             response_ttl_s=s.peakdesk_response_cache_ttl_s,
         )
         self.detector = PriorityDetector(s.priority_overrides)
+        self.ledger = Ledger(self.redis, self.keys)
+        self.desk = HandoverDesk(self.redis, self.keys, staffed=s.slack_enabled)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.llm = HolySheepClient(
             api_key=reveal(s.holysheep_api_key),
@@ -96,6 +102,10 @@ class Runtime:
             self.metrics,
             system_prompt=s.peakdesk_system_prompt or DEFAULT_SYSTEM_PROMPT,
             model=s.holysheep_model,
+            detector=self.detector,
+            desk=self.desk,
+            ledger=self.ledger,
+            escalate_after_failures=s.peakdesk_escalate_after_failures,
         )
         secret = reveal(s.webhook_secret)
         senders: dict[str, ReplySender] = {
@@ -107,10 +117,12 @@ class Runtime:
         if token is not None:
             self.telegram = TelegramChannel(self, token, polling=ingest)
             senders[TELEGRAM] = presence[TELEGRAM] = self.telegram.sender
+        self.slack: SlackChannel | None = SlackChannel(self) if s.slack_enabled else None
         self.outbox = Outbox(
             self.redis,
             self.keys,
             senders,
+            desk=self.slack.desk if self.slack is not None else None,
             consumer=consumer_name("outbox"),
             metrics=self.metrics,
             max_attempts=s.webhook_callback_max_attempts,
@@ -133,6 +145,7 @@ class Runtime:
                 self.metrics,
                 notifier=self.outbox,
                 presence=presence,
+                waits=self.ledger,
                 max_concurrent=share,
                 claim_idle_s=s.peakdesk_claim_idle_s,
                 max_deliveries=s.peakdesk_max_deliveries,
@@ -146,6 +159,8 @@ class Runtime:
         routes = self.ingress.routes()
         if self.telegram is not None and self.settings.telegram_mode == "webhook":
             routes += self.telegram.ingress.routes()
+        if self.slack is not None:
+            routes += self.slack.app.routes()
         return build_app(routes, self.redis, self.queue, self.metrics)
 
     async def start(self) -> None:
@@ -198,7 +213,7 @@ class TelegramChannel:
             runtime.queue,
             runtime.detector,
             runtime.state,
-            HandoverRegistry(runtime.redis, runtime.keys),
+            runtime.desk,
             runtime.metrics,
             bot_id=bot_id,
             bot_username=None,
@@ -235,3 +250,36 @@ class TelegramChannel:
             await wait_event(stop, every_s)
             if not stop.is_set() and await self._learn_identity():
                 return
+
+
+class SlackChannel:
+    """The support staff's Slack: the Bolt app (inbound) and the desk sender (outbound)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        s = runtime.settings
+        token, signing_secret, channel = s.slack_settings
+        assert token and signing_secret and channel
+        base_url = s.slack_api_base.rstrip("/") + "/" if s.slack_api_base else None
+        self.client = AsyncWebClient(
+            token=token,
+            base_url=base_url or AsyncWebClient.BASE_URL,
+            session=runtime.http,  # pooled connections, closed with the runtime
+        )
+        self.desk: DeskSender = SlackDesk(
+            self.client,
+            runtime.desk,
+            RateLimiter(runtime.redis, runtime.keys),
+            runtime.redis,
+            runtime.keys,
+            channel=channel,
+        )
+        self.app = SlackApp(
+            self.client,
+            signing_secret=signing_secret,
+            support_channel=channel,
+            desk=runtime.desk,
+            ledger=runtime.ledger,
+            queue=runtime.queue,
+            state=runtime.state,
+            metrics=runtime.metrics,
+        )

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     telegram_mode: Literal["webhook", "polling"] = "webhook"
     telegram_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
 
+    # Slack for support staff (on when SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and
+    # SLACK_SUPPORT_CHANNEL are all set)
+    slack_bot_token: SecretStr | None = None  # xoxb-...
+    slack_signing_secret: SecretStr | None = None
+    slack_support_channel: str | None = Field(None, pattern=r"^[CG][A-Z0-9]{2,}$")
+    slack_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
+    peakdesk_escalate_after_failures: int = Field(2, ge=1, le=100)
+
     # Queue and workers
     peakdesk_max_concurrent: int = Field(50, ge=1, le=10_000)
     peakdesk_max_queue: int = Field(100_000, ge=1)
@@ -120,6 +128,19 @@ class Settings(BaseSettings):
     @property
     def priority_overrides(self) -> dict[str, Priority]:
         return parse_priority_map(self.peakdesk_priority_map) if self.peakdesk_priority_map else {}
+
+    @property
+    def slack_settings(self) -> tuple[str | None, str | None, str | None]:
+        """SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_SUPPORT_CHANNEL (None when unset)."""
+        return (
+            reveal(self.slack_bot_token),
+            reveal(self.slack_signing_secret),
+            self.slack_support_channel,
+        )
+
+    @property
+    def slack_enabled(self) -> bool:
+        return all(self.slack_settings)
 
     @property
     def on_loopback(self) -> bool:

@@ -103,7 +103,7 @@ def callback_body(reply: Reply) -> dict[str, Any]:
         "conversation_id": reply.conversation_id,
         "user_id": reply.user_id,
         "ticket_id": reply.ticket_id,
-        "reply_id": reply.ticket_id,
+        "reply_id": reply.delivery_id,
         "text": reply.text,
         "source": reply.source.value,
         "priority": reply.priority,
