@@ -127,6 +127,8 @@ class ReplyHandler:
             and snapshot.handover_ticket != entry.ticket_id
             and await self.desk.hold(entry)
         ):
+            # Kept in the history, so the bot knows what was said once it answers again.
+            await self.state.record_turn(conversation, [{"role": "user", "content": message.text}])
             return None
         detection = self.detector.detect(message.text, message.metadata)
         if self.desk is not None and detection.intent == HUMAN_INTENT:

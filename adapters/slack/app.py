@@ -157,6 +157,8 @@ class SlackApp:
         reply_id = staff_reply_id(f"{self.support_channel}:{ts}")
         change = await self.desk.staff_reply(conversation, str(user), text, reply_id)
         self.metrics.channel_events.labels(CHANNEL, f"staff_reply_{change.outcome}").inc()
+        if change.outcome in ("changed", "unchanged"):  # sent: the bot will know it was said
+            await self.state.record_turn(conversation, [{"role": "assistant", "content": text}])
 
     async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         op = _ACTIONS[action["action_id"]]

@@ -26,7 +26,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PEAKDESK_", "HOLYSHEEP_", "WEBHOOK_", "REDIS_"))
+        if not k.startswith(
+            ("PEAKDESK_", "HOLYSHEEP_", "WEBHOOK_", "REDIS_", "SLACK_", "TELEGRAM_")
+        )
     }
     env.update(extra)
     return env
@@ -64,6 +66,15 @@ async def test_a_setting_from_dot_env_is_read_and_checked(tmp_path: Path) -> Non
 async def test_serve_refuses_a_public_address_without_a_webhook_secret(tmp_path: Path) -> None:
     code, stderr = await run_cli(tmp_path, "serve", PEAKDESK_HOST="0.0.0.0")
     assert code == 2 and "WEBHOOK_SECRET" in stderr
+
+
+async def test_serve_refuses_half_a_slack_configuration(tmp_path: Path) -> None:
+    code, stderr = await run_cli(
+        tmp_path, "serve", SLACK_BOT_TOKEN="xoxb-1", SLACK_SUPPORT_CHANNEL="C0SUP"
+    )
+    assert code == 2 and "SLACK_SIGNING_SECRET" in stderr
+    code, stderr = await run_cli(tmp_path, "serve", SLACK_SUPPORT_CHANNEL="#support")
+    assert code == 2 and "SLACK_SUPPORT_CHANNEL" in stderr  # a channel id, not a name
 
 
 async def test_worker_needs_a_shared_redis(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from adapters.telegram.ingress import SECRET_HEADER
 from core.handover import OWNED, RESOLVED, RETURNED
@@ -184,6 +185,10 @@ async def test_full_loop_webhook_customer_to_slack_thread_and_back(
     assert (await svc.post("gw", message(3, "Do you ship to Norway?", user_id="u-1")))[0] == 202
     answers = await receiver.wait_for(3)
     assert answers[2]["source"] == "llm" and answers[2]["text"] == "Echo: Do you ship to Norway?"
+    # The bot knows what was said while people had the conversation.
+    sent = fake_llm.requests[0].json["messages"]
+    assert {"role": "user", "content": "hello? <!channel>"} in sent
+    assert {"role": "assistant", "content": "Hi, I am Anna & I will check your order."} in sent
     handover = await svc.runtime.desk.get(CUSTOMER)
     assert handover is not None and handover.status == RETURNED
 
@@ -332,6 +337,33 @@ async def test_requests_without_a_valid_signature_are_refused(
     ) as garbage:
         assert garbage.status == 400
     assert slack.calls_to("chat.postMessage") == []
+
+
+async def test_a_request_that_cannot_be_stored_in_time_is_answered_503_for_a_retry(
+    svc: Service, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch, receiver: CallbackReceiver
+) -> None:
+    _, thread = await escalate_webhook_customer(svc, slack)
+    await receiver.wait_for(1)
+
+    async def store_down(thread: str) -> str | None:
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(svc.runtime.desk, "find_by_thread", store_down)
+    status, _ = await staff_writes(svc, "Hello", thread, event_id="Ev1")
+    assert status == 503  # Slack delivers the event again later
+
+    async def store_stuck(thread: str) -> str | None:
+        await asyncio.sleep(10)
+        return None
+
+    monkeypatch.setattr(svc.runtime.desk, "find_by_thread", store_stuck)
+    started = time.monotonic()
+    status, _ = await staff_writes(svc, "Hello", thread, event_id="Ev2")
+    assert status == 503 and time.monotonic() - started < 3.0  # inside Slack's 3 s
+    monkeypatch.undo()
+    assert (await staff_writes(svc, "Hello", thread, event_id="Ev3"))[0] == 200
+    [_, staff] = await receiver.wait_for(2)
+    assert staff["text"] == "Hello" and staff["source"] == "human"
 
 
 async def test_a_rate_limited_post_waits_for_slack_and_is_sent_once(
