@@ -125,7 +125,7 @@ class TelegramReplySender:
         parts = split_reply(reply.text)
         if not parts:
             raise DeliveryError("reply text is blank", retryable=False)
-        ticket = reply.ticket_id
+        ticket = reply.delivery_id  # a staff reply shares its ticket with the bot's answers
         done = 0
         if len(parts) > 1:  # a single part is sent once by the outbox's per-ticket claim
             try:

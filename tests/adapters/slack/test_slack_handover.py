@@ -222,9 +222,14 @@ async def test_telegram_customer_gets_the_staff_reply_by_send_message(
             assert "telegram" in json.dumps(parent.params["blocks"])
             thread = first_ts(slack)
             assert (await staff_writes(svc, "Hello from the team!", thread))[0] == 200
-            sent = await telegram.wait_for("sendMessage", 2)
+            # Long staff replies are split; each is sent whole although they share a ticket.
+            for n in (1, 2):
+                long_reply = f"Reply {n}. " + "Here is what happened with your parcel. " * 150
+                assert (await staff_writes(svc, long_reply, thread, event_id=f"Ev{n}"))[0] == 200
+            sent = await telegram.wait_for("sendMessage", 6)
     assert sent[1].params["text"] == "Hello from the team!"
     assert int(sent[1].params["chat_id"]) == 42
+    assert [c.params["text"][:8] for c in sent[2:6:2]] == ["Reply 1.", "Reply 2."]
     assert fake_llm.calls == 0
 
 
