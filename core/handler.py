@@ -243,7 +243,7 @@ class ReplyHandler:
         if self.desk is not None:
             failures = await self.desk.count_failure(entry.message.conversation_key)
             if failures >= self.escalate_after_failures:
-                reason = f"{failures} failed answers in a row ({code})"
+                reason = f"{failures} failed answers within an hour ({code})"
                 return await self._hand_over(
                     entry, reason, text, ReplySource.FALLBACK, snapshot, detection, code
                 )
