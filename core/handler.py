@@ -20,7 +20,7 @@ import time
 from typing import Any, Final, Protocol
 
 from core.errors import LLMError
-from core.handover import HandoverDesk, handover_notice
+from core.handover import OPEN, HandoverDesk, handover_notice
 from core.ledger import Ledger
 from core.metrics import Metrics
 from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource
@@ -123,7 +123,7 @@ class ReplyHandler:
         snapshot = await self.state.load(conversation, message.metadata.product_id)
         if (
             self.desk is not None
-            and snapshot.handover_status in ("requested", "owned")
+            and snapshot.handover_status in OPEN
             and snapshot.handover_ticket != entry.ticket_id
             and await self.desk.hold(entry)
         ):
