@@ -178,6 +178,7 @@ class Runtime:
             await self.telegram.start(self.stopping, self._tasks)
         if self.workers:
             self._tasks.append(loop.create_task(self.outbox.run(self.stopping)))
+            self._tasks.append(loop.create_task(self.ledger.run(self.stopping)))
         self._tasks += [loop.create_task(w.run(self.stopping)) for w in self.workers]
 
     async def stop(self) -> None:

@@ -45,7 +45,7 @@ class Answerer(Protocol):
 class WaitRecorder(Protocol):
     """Where the queue waits go for the shared dashboard (core.ledger.Ledger)."""
 
-    async def record_waits(self, waits: Mapping[int, Sequence[float]]) -> None: ...
+    def record_waits(self, waits: Mapping[int, Sequence[float]]) -> None: ...
 
 
 class Presence(Protocol):
@@ -143,18 +143,15 @@ class Worker:
             for entry in entries:
                 self._start(entry)
             if entries and self.waits is not None:
-                await self._record_waits(entries)
+                self._record_waits(entries)
 
-    async def _record_waits(self, entries: Sequence[QueuedMessage]) -> None:
+    def _record_waits(self, entries: Sequence[QueuedMessage]) -> None:
+        assert self.waits is not None
         now = time.time()
         waits: dict[int, list[float]] = {}
         for entry in entries:
             waits.setdefault(entry.priority, []).append(max(0.0, now - entry.enqueued_at))
-        try:
-            assert self.waits is not None
-            await self.waits.record_waits(waits)
-        except RedisError as exc:  # a dashboard figure: never worth failing the read loop
-            log.debug("recording queue waits failed (%s)", type(exc).__name__)
+        self.waits.record_waits(waits)
 
     async def _maintain(self, stop: asyncio.Event) -> None:
         """Heartbeat our own entries and claim those of dead workers, every few seconds."""

@@ -22,10 +22,13 @@ def test_percentile_is_the_nearest_rank() -> None:
 
 async def test_the_dashboard_adds_up_every_process(redis: Redis, keys: Keys) -> None:
     one, two = Ledger(redis, keys), Ledger(redis, keys)
-    await one.record_waits({0: [0.5, 1.0], 2: [10.0]})
-    await two.record_waits({0: [2.0]})
-    await one.record_llm_call(0.002)
-    await two.record_llm_call(0.003)
+    one.record_waits({0: [0.5, 1.0], 2: [10.0]})
+    two.record_waits({0: [2.0]})
+    one.record_llm_call(0.002)
+    two.record_llm_call(0.003)
+    assert await redis.hget(keys.stats_day(utc_day()), "llm_calls") is None  # not yet written
+    await one.flush()
+    await two.flush()
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
     await queue.admit(inbound(1), 2)
