@@ -25,7 +25,10 @@ from core.ledger import Ledger
 from core.metrics import Metrics
 from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource
 from core.priority import Detection, PriorityDetector
+from core.shop import Shop, ShopUnavailable
 from core.state import ConversationState, Snapshot, Turn, normalise_text, response_cache_digest
+from core.templates import TemplateAnswers, TemplateMode
+from core.tools import TOOL_SPECS, CustomerTools
 
 log = logging.getLogger("peakdesk.handler")
 
@@ -46,6 +49,11 @@ _CANNOT_HELP: Final = re.compile(
     r"|\bconnect(?:ing)? you (?:with|to) (?:a|an|one of our) (?:human|person|agent|colleague)",
     re.IGNORECASE,
 )
+TOOLS_NOTE: Final = (
+    "You can look up this customer's own orders, the shop's products and its policies with "
+    "the tools: use them instead of guessing. Only this customer's orders can be found."
+)
+MAX_TOOL_ROUNDS: Final = 3  # rounds of tool calls before the model must answer
 HUMAN_INTENT: Final = "contact_human_agent"
 COMPLAINT_INTENT: Final = "complaint"
 
@@ -65,7 +73,9 @@ APOLOGY = {
 class ChatClient(Protocol):
     """What the handler needs of the LLM client (core.llm.HolySheepClient)."""
 
-    async def complete(self, messages: Any) -> Any: ...
+    async def complete(
+        self, messages: Any, *, tools: Any = None, tool_choice: Any = None
+    ) -> Any: ...
 
 
 def customer_facts(metadata: MessageMetadata) -> dict[str, str]:
@@ -104,6 +114,9 @@ class ReplyHandler:
         desk: HandoverDesk | None = None,
         ledger: Ledger | None = None,
         escalate_after_failures: int = 2,
+        shop: Shop | None = None,
+        templates: TemplateAnswers | None = None,
+        template_mode: TemplateMode = "fallback",
     ) -> None:
         self.llm = llm
         self.state = state
@@ -114,6 +127,9 @@ class ReplyHandler:
         self.desk = desk if desk is not None and desk.staffed else None
         self.ledger = ledger
         self.escalate_after_failures = escalate_after_failures
+        self.shop = shop
+        self.templates = templates if template_mode != "never" else None
+        self.template_mode = template_mode
 
     async def answer(self, entry: QueuedMessage) -> Reply | None:
         """The reply to ``entry``; None when it was passed to the people who have its
@@ -136,6 +152,16 @@ class ReplyHandler:
                 entry, "customer asked for a person", "", ReplySource.TEMPLATE, snapshot, detection
             )
 
+        tools = (
+            CustomerTools(self.shop, message.identity, message.metadata.locale)
+            if self.shop is not None
+            else None
+        )
+        if self.template_mode == "always":
+            templated = await self._templated(detection, tools, message.metadata.locale)
+            if templated is not None:
+                return self._reply(entry, templated, ReplySource.TEMPLATE)
+
         history, product = snapshot.history, snapshot.product
         context = {**snapshot.context, **customer_facts(message.metadata)}
         digest = response_cache_digest(
@@ -151,14 +177,21 @@ class ReplyHandler:
         text = await self.state.cached_response(digest)
         if text is None:
             try:
-                text = await self._complete(entry, history, product, context)
+                text = await self._complete(entry, history, product, context, tools)
             except LLMError as exc:
+                if self.template_mode == "fallback":
+                    templated = await self._templated(detection, tools, message.metadata.locale)
+                    if templated is not None:
+                        return self._reply(entry, templated, ReplySource.TEMPLATE)
                 return await self.fallback(entry, exc.code, snapshot, detection)
             source = ReplySource.LLM
             await self.state.cache_response(digest, text)
 
         text, cannot_help = split_handover_tag(text)
         if self.desk is not None:
+            if tools is not None and tools.human_reason is not None:
+                reason = f"the bot asked for a person: {tools.human_reason}"
+                return await self._hand_over(entry, reason, text, source, snapshot, detection)
             if cannot_help:
                 return await self._hand_over(
                     entry, "the bot could not help", text, source, snapshot, detection
@@ -174,9 +207,13 @@ class ReplyHandler:
         history: list[Turn],
         product: dict[str, Any] | None,
         context: dict[str, str],
+        tools: CustomerTools | None = None,
     ) -> str:
-        """One LLM answer (raises LLMError); usage and cost go to the metrics and the ledger."""
-        messages: list[dict[str, str]] = [{"role": "system", "content": self.system_prompt}]
+        """The LLM's answer (raises LLMError), after at most MAX_TOOL_ROUNDS rounds of tool
+        calls; usage and cost of every call go to the metrics and the ledger."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
+        if tools is not None:
+            messages.append({"role": "system", "content": TOOLS_NOTE})
         messages += history
         if product is not None:
             messages.append(
@@ -191,9 +228,26 @@ class ReplyHandler:
             messages.append({"role": "system", "content": f"Known about this customer: {facts}"})
         messages.append({"role": "user", "content": entry.message.text})
 
-        started = time.monotonic()
         try:
-            completion = await self.llm.complete(messages)
+            for round_ in range(MAX_TOOL_ROUNDS + 1):
+                completion = await self._call(messages, tools, last=round_ == MAX_TOOL_ROUNDS)
+                if tools is None or not completion.tool_calls or round_ == MAX_TOOL_ROUNDS:
+                    break
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": completion.text or None,
+                        "tool_calls": completion.tool_calls,
+                    }
+                )
+                for call in completion.tool_calls:
+                    function = call.get("function") or {}
+                    result = await tools.call(
+                        str(function.get("name", "")), function.get("arguments")
+                    )
+                    messages.append(
+                        {"role": "tool", "tool_call_id": str(call.get("id", "")), "content": result}
+                    )
             text = (completion.text or "").strip()
             if not text:
                 raise LLMError("empty completion", code="empty_completion")
@@ -206,6 +260,19 @@ class ReplyHandler:
                 exc.status,
             )
             raise
+        return str(text)
+
+    async def _call(
+        self, messages: list[dict[str, Any]], tools: CustomerTools | None, *, last: bool
+    ) -> Any:
+        """One LLM call, accounted for. On the last round the model must answer in words."""
+        started = time.monotonic()
+        if tools is None:
+            completion = await self.llm.complete(messages)
+        else:
+            completion = await self.llm.complete(
+                messages, tools=TOOL_SPECS, tool_choice="none" if last else None
+            )
         self.metrics.llm_latency.observe(time.monotonic() - started)
         usage = completion.usage
         self.metrics.llm_tokens.labels("prompt").inc(usage.prompt_tokens)
@@ -213,8 +280,21 @@ class ReplyHandler:
         self.metrics.llm_tokens.labels("cached").inc(usage.cached_tokens)
         self.metrics.llm_cost.inc(completion.cost_usd)
         if self.ledger is not None:
-            await self.ledger.record_llm_call(completion.cost_usd)
-        return str(text)
+            self.ledger.record_llm_call(completion.cost_usd)
+        return completion
+
+    async def _templated(
+        self, detection: Detection, tools: CustomerTools | None, locale: str | None
+    ) -> str | None:
+        """The templated answer to this message, if it has one (None also when the store is
+        down: the caller answers otherwise)."""
+        if self.templates is None or tools is None or not self.templates.covers(detection.intent):
+            return None
+        try:
+            return await self.templates.answer(detection.intent, tools, detection.order_id, locale)
+        except ShopUnavailable:
+            log.info("templated answer skipped: the store is unavailable")
+            return None
 
     async def remember(self, entry: QueuedMessage, reply: Reply) -> None:
         """Add the turn to the history, once its reply is stored for good.

@@ -108,6 +108,10 @@ class Keys:
     def stats_minute(self, minute: int) -> str:
         return f"{self.tag}:stats:min:{minute}"
 
+    def shop(self, kind: str, name: str) -> str:
+        """The store cache: ``kind`` is order, orders, product, search, policy or identity."""
+        return f"{self.tag}:shop:{kind}:{name}"
+
     def waits(self, priority: int) -> str:
         """The latest queue waits of one priority, in milliseconds (newest first)."""
         return f"{self.tag}:waits:{priority}"

@@ -68,6 +68,17 @@ class InboundMessage:
         """The conversation, unique across channels and accounts."""
         return f"{self.channel}:{self.account}:{self.conversation_id}"
 
+    @property
+    def identity(self) -> str:
+        """Who wrote it, as the store links people: ``telegram:<user id>``,
+        ``webhook:<gateway>:<user_id>``, ``wechat:<OpenID>``. The terminal chat speaks as an
+        identity of the demo shop (its user id is one)."""
+        if self.channel in ("telegram", "wechat"):
+            return f"{self.channel}:{self.user_id}"
+        if self.channel == "chat":
+            return self.user_id
+        return f"{self.channel}:{self.account}:{self.user_id}"
+
     def to_json(self) -> str:
         # Hand-built rather than dataclasses.asdict, whose deep copies cost a quarter of the
         # ingest path's CPU.
