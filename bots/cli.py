@@ -1,4 +1,5 @@
-"""The ``peakdesk`` command: ``serve`` (HTTP server plus workers) and ``worker`` (workers only)."""
+"""The ``peakdesk`` command: ``serve`` (HTTP server plus workers), ``worker`` (workers only),
+``chat`` (talk to the bot in a terminal) and ``telegram`` (bot administration)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="workers only, to scale out on a shared Redis")
     worker.add_argument("--workers", type=int, default=1, help="worker loops (default 1)")
+    chat = commands.add_parser(
+        "chat", help="talk to the bot in this terminal as a demo shop customer"
+    )
+    chat.add_argument(
+        "--as",
+        dest="identity",
+        help="the demo identity to speak as, e.g. telegram:1001 (default: pick one)",
+    )
     telegram = commands.add_parser("telegram", help="Telegram bot administration")
     telegram_commands = telegram.add_subparsers(dest="telegram_command", required=True)
     set_webhook = telegram_commands.add_parser(
@@ -164,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("peakdesk: the webhook URL must start with https://", file=sys.stderr)
             raise SystemExit(2)
         print(asyncio.run(_telegram_admin(settings, args.telegram_command, url)))
+        return
+    if args.command == "chat":
+        from bots.chat import chat
+
+        settings = load_settings()
+        configure_logging(settings.peakdesk_log_format, "WARNING")
+        asyncio.run(chat(settings, args.identity))
         return
     serving = args.command == "serve"
     settings = load_settings(

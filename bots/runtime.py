@@ -7,12 +7,14 @@ import contextlib
 import logging
 
 import aiohttp
+from adapters.store.http import HttpShop
 from aiohttp import web
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import SlackApp
 from adapters.slack.desk import SlackDesk
+from adapters.store.demo import DemoShop
 from adapters.telegram.bot import TelegramSetupError, bot_identity, make_bot
 from adapters.telegram.convert import CHANNEL as TELEGRAM
 from adapters.telegram.convert import BotIdentity
@@ -25,6 +27,7 @@ from adapters.webhook.sender import CallbackSender
 from bots.http import build_app
 from bots.settings import Settings, reveal
 from core.aio import wait_event
+from core.circuit import CircuitBreaker
 from core.errors import StoreUnavailable
 from core.handler import DEFAULT_SYSTEM_PROMPT, ReplyHandler
 from core.handover import HandoverDesk
@@ -36,8 +39,10 @@ from core.outbox import DeskSender, Outbox, ReplySender
 from core.priority import PriorityDetector
 from core.queue import PriorityQueue
 from core.ratelimit import RateLimiter
+from core.shop import CachedShop, Shop
 from core.state import ConversationState
 from core.store import connect_redis
+from core.templates import TemplateAnswers, load_templates
 from core.worker import Presence, Worker, consumer_name
 
 log = logging.getLogger("peakdesk.runtime")
@@ -96,6 +101,9 @@ class Runtime:
             prices=s.prices,
             session=self.http,
         )
+        self.shop = CachedShop(
+            self._store(), self.redis, self.keys, catalogue_ttl_s=s.peakdesk_catalogue_ttl_s
+        )
         self.handler = ReplyHandler(
             self.llm,
             self.state,
@@ -106,6 +114,9 @@ class Runtime:
             desk=self.desk,
             ledger=self.ledger,
             escalate_after_failures=s.peakdesk_escalate_after_failures,
+            shop=self.shop,
+            templates=TemplateAnswers(self.shop, load_templates(s.peakdesk_template_file)),
+            template_mode=s.peakdesk_templates,
         )
         secret = reveal(s.webhook_secret)
         senders: dict[str, ReplySender] = {
@@ -154,6 +165,19 @@ class Runtime:
         ]
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _store(self) -> Shop:
+        """The merchant's store API when STORE_API_BASE is set, else the demo shop."""
+        s = self.settings
+        if s.store_api_base:
+            return HttpShop(
+                s.store_api_base,
+                reveal(s.store_api_token),
+                session=self.http,
+                timeout_s=s.store_api_timeout_s,
+                breaker=CircuitBreaker(),
+            )
+        return DemoShop(identities_path=s.peakdesk_demo_identities)
 
     def app(self) -> web.Application:
         routes = self.ingress.routes()

@@ -22,6 +22,7 @@ from core.llm import (
 )
 from core.models import Priority
 from core.priority import parse_priority_map
+from core.templates import load_templates
 
 
 class Settings(BaseSettings):
@@ -70,6 +71,14 @@ class Settings(BaseSettings):
     slack_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
     peakdesk_escalate_after_failures: int = Field(2, ge=1, le=100)
 
+    # Shop knowledge: the merchant's store API, else the demo shop shipped with peakdesk
+    store_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
+    store_api_token: SecretStr | None = None
+    store_api_timeout_s: float = Field(3.0, gt=0, le=60)
+    peakdesk_demo_identities: str | None = None  # JSON file: channel identity -> customer id
+    peakdesk_templates: Literal["never", "fallback", "always"] = "fallback"
+    peakdesk_template_file: str | None = None  # JSON: {"intent": {"en": "...", "zh": "..."}}
+
     # Queue and workers
     peakdesk_max_concurrent: int = Field(50, ge=1, le=10_000)
     peakdesk_max_queue: int = Field(100_000, ge=1)
@@ -103,6 +112,13 @@ class Settings(BaseSettings):
     def _telegram_secret_format(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not SECRET_TOKEN_PATTERN.fullmatch(value.get_secret_value()):
             raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("peakdesk_template_file")
+    @classmethod
+    def _templates_load(cls, value: str | None) -> str | None:
+        if value:
+            load_templates(value)
         return value
 
     @field_validator("holysheep_prices")

@@ -211,9 +211,11 @@ class ReplyHandler:
     ) -> str:
         """The LLM's answer (raises LLMError), after at most MAX_TOOL_ROUNDS rounds of tool
         calls; usage and cost of every call go to the metrics and the ledger."""
-        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
-        if tools is not None:
-            messages.append({"role": "system", "content": TOOLS_NOTE})
+        # One system message, the same for every customer: the provider's prefix cache applies.
+        system = (
+            f"{self.system_prompt}\n\n{TOOLS_NOTE}" if tools is not None else self.system_prompt
+        )
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         messages += history
         if product is not None:
             messages.append(

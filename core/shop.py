@@ -12,9 +12,11 @@ order; the tools only ever show a customer their own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,6 +36,9 @@ POLICY_TOPICS: Final = (
     "invoices",
     "newsletter",
 )
+
+
+_T = TypeVar("_T")
 
 
 class ShopUnavailable(PeakdeskError):
@@ -139,6 +144,12 @@ class Shop(Protocol):
     async def policy(self, topic: str) -> Policy | None: ...
 
 
+def identity_digest(identity: str) -> str:
+    """How an identity names its cache key: the key names of a shared Redis need not show
+    who talks to the shop."""
+    return hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
+
+
 class CachedShop:
     """A :class:`Shop` in front of another, caching in Redis (see the module docstring).
 
@@ -162,64 +173,79 @@ class CachedShop:
         self.order_ttl_s = order_ttl_s
 
     async def customer_for(self, identity: str) -> str | None:
-        key = self.keys.shop("identity", identity)
-        cached = await self._get(key)
-        if cached is not None:
-            return cached or None
-        customer = await self.shop.customer_for(identity)
-        await self._put(key, customer or "", self.order_ttl_s)
-        return customer
+        return await self._through(
+            self.keys.shop("identity", identity_digest(identity)),
+            lambda: self.shop.customer_for(identity),
+            lambda customer: customer or "",
+            lambda raw: raw or None,
+            self.order_ttl_s,
+        )
 
     async def order(self, order_id: str) -> Order | None:
-        key = self.keys.shop("order", order_id)
-        cached = await self._get(key)
-        if cached is not None:
-            return Order.from_dict(json.loads(cached)) if cached else None
-        order = await self.shop.order(order_id)
-        await self._put(key, json.dumps(order.to_dict()) if order else "", self.order_ttl_s)
-        return order
+        return await self._through(
+            self.keys.shop("order", order_id),
+            lambda: self.shop.order(order_id),
+            lambda order: json.dumps(order.to_dict()) if order else "",
+            lambda raw: Order.from_dict(json.loads(raw)) if raw else None,
+            self.order_ttl_s,
+        )
 
     async def orders_of(self, customer_id: str) -> list[Order]:
-        key = self.keys.shop("orders", customer_id)
-        cached = await self._get(key)
-        if cached is not None:
-            return [Order.from_dict(item) for item in json.loads(cached)]
-        orders = await self.shop.orders_of(customer_id)
-        await self._put(key, json.dumps([o.to_dict() for o in orders]), self.order_ttl_s)
-        return orders
+        return await self._through(
+            self.keys.shop("orders", customer_id),
+            lambda: self.shop.orders_of(customer_id),
+            lambda orders: json.dumps([o.to_dict() for o in orders]),
+            lambda raw: [Order.from_dict(item) for item in json.loads(raw)],
+            self.order_ttl_s,
+        )
 
     async def product(self, product_id: str) -> Product | None:
-        key = self.keys.shop("product", product_id)
-        cached = await self._get(key)
-        if cached is not None:
-            return Product.from_dict(json.loads(cached)) if cached else None
-        product = await self.shop.product(product_id)
-        if product is None:  # not yet in the catalogue: asked again soon
-            await self._put(key, "", self.order_ttl_s)
-        else:
-            await self._put(key, json.dumps(product.to_dict()), self.catalogue_ttl_s)
-        return product
+        return await self._through(
+            self.keys.shop("product", product_id),
+            lambda: self.shop.product(product_id),
+            lambda product: json.dumps(product.to_dict()) if product else "",
+            lambda raw: Product.from_dict(json.loads(raw)) if raw else None,
+            self.catalogue_ttl_s,
+        )
 
     async def search_products(self, query: str, limit: int = 5) -> list[Product]:
-        key = self.keys.shop("search", f"{limit}:{' '.join(query.lower().split())}")
-        cached = await self._get(key)
-        if cached is not None:
-            return [Product.from_dict(item) for item in json.loads(cached)]
-        products = await self.shop.search_products(query, limit)
-        await self._put(key, json.dumps([p.to_dict() for p in products]), self.catalogue_ttl_s)
-        return products
+        return await self._through(
+            self.keys.shop("search", f"{limit}:{' '.join(query.lower().split())}"),
+            lambda: self.shop.search_products(query, limit),
+            lambda products: json.dumps([p.to_dict() for p in products]),
+            lambda raw: [Product.from_dict(item) for item in json.loads(raw)],
+            self.catalogue_ttl_s,
+        )
 
     async def policy(self, topic: str) -> Policy | None:
-        key = self.keys.shop("policy", topic)
+        return await self._through(
+            self.keys.shop("policy", topic),
+            lambda: self.shop.policy(topic),
+            lambda policy: json.dumps(policy.to_dict()) if policy else "",
+            lambda raw: Policy.from_dict(json.loads(raw)) if raw else None,
+            self.catalogue_ttl_s,
+        )
+
+    async def _through(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[_T]],
+        encode: Callable[[_T], str],
+        decode: Callable[[str], _T],
+        ttl_s: int,
+    ) -> _T:
+        """The cached value of ``key``, else ``load()`` cached for ``ttl_s``. "Nothing there"
+        is cached too, for at most the order TTL: a new product shows up within a minute."""
         cached = await self._get(key)
         if cached is not None:
-            return Policy.from_dict(json.loads(cached)) if cached else None
-        policy = await self.shop.policy(topic)
-        if policy is None:
-            await self._put(key, "", self.order_ttl_s)
-        else:
-            await self._put(key, json.dumps(policy.to_dict()), self.catalogue_ttl_s)
-        return policy
+            try:
+                return decode(cached)
+            except (ValueError, TypeError, KeyError):  # written by another version: a miss
+                pass
+        value = await load()
+        encoded = encode(value)
+        await self._put(key, encoded, ttl_s if encoded else min(ttl_s, self.order_ttl_s))
+        return value
 
     async def _get(self, key: str) -> str | None:
         try:

@@ -15,6 +15,9 @@ from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import WEBHOOK_SECRET, Service, message, wired_settings
 
+# No templated answer exists for it: when the LLM fails, the apology is the answer.
+NO_TEMPLATE = "my blender makes a strange noise, is that normal?"
+
 
 async def test_llm_429_with_retry_after_then_success(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
@@ -33,7 +36,7 @@ async def test_llm_500_three_times_gives_the_fallback_with_ticket_and_code(
 ) -> None:
     fake_llm.script(status=500, times=3)
     async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
-        _, body, _ = await svc.post("gw", message(1))
+        _, body, _ = await svc.post("gw", message(1, NO_TEMPLATE))
         [callback] = await receiver.wait_for(1)
     assert fake_llm.calls == 3
     assert callback["source"] == "fallback"
@@ -46,7 +49,7 @@ async def test_llm_401_is_not_retried_and_the_customer_gets_the_fallback(
 ) -> None:
     fake_llm.script(status=401, error_code="invalid_api_key")
     async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
-        _, body, _ = await svc.post("gw", message(1))
+        _, body, _ = await svc.post("gw", message(1, NO_TEMPLATE))
         [callback] = await receiver.wait_for(1)
         await asyncio.sleep(0.2)
     assert fake_llm.calls == 1
@@ -59,7 +62,7 @@ async def test_without_an_api_key_customers_get_the_fallback(
 ) -> None:
     settings = wired_settings(keys, fake_llm.base_url, receiver.url, holysheep_api_key=None)
     async with Service(settings, redis) as svc:
-        await svc.post("gw", message(1))
+        await svc.post("gw", message(1, NO_TEMPLATE))
         [callback] = await receiver.wait_for(1)
     assert callback["source"] == "fallback" and "not_configured" in callback["text"]
     assert fake_llm.calls == 0
