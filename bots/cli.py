@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bots.chat import chat
 
         settings = load_settings()
-        configure_logging(settings.peakdesk_log_format, "WARNING")
+        configure_logging(settings.peakdesk_log_format, "ERROR")  # the chat is the output
         asyncio.run(chat(settings, args.identity))
         return
     serving = args.command == "serve"

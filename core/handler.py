@@ -256,7 +256,7 @@ class ReplyHandler:
         except LLMError as exc:
             self.metrics.llm_errors.labels(exc.code).inc()
             log.warning(
-                "ticket %s: LLM failed (%s, status %s); sending the fallback",
+                "ticket %s: LLM failed (%s, status %s)",
                 entry.ticket_id,
                 exc.code,
                 exc.status,

@@ -52,7 +52,7 @@ DEFAULT_TEMPLATES: Final[dict[str, dict[str, str]]] = {
         "zh": "配送方式：{policy}",
     },
     "delivery_period": {"en": "Delivery times: {policy}", "zh": "配送时效：{policy}"},
-    "check_payment_methods": {"en": "We accept: {policy}", "zh": "支持的支付方式：{policy}"},
+    "check_payment_methods": {"en": "Payment methods: {policy}", "zh": "支付方式：{policy}"},
     "check_refund_policy": {"en": "Our refund policy: {policy}", "zh": "退款政策：{policy}"},
     "check_cancellation_fee": {
         "en": "About cancelling an order: {policy}",

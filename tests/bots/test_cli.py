@@ -126,3 +126,27 @@ async def test_serve_on_embedded_defaults_answers_then_exits_cleanly_on_sigterm(
     log = stderr.decode()
     assert "HOLYSHEEP_API_KEY is not set" in log and "REDIS_URL is not set" in log
     assert "stopped" in log.splitlines()[-1]
+
+
+async def test_chat_answers_a_demo_customer_and_shows_the_source(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "chat",
+        "--as",
+        "webhook:demo:alice",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines = b"where is my order 100158?\nwhere is my order 100026?\n\n"
+    stdout, stderr = await asyncio.wait_for(process.communicate(lines), 60)
+    out = stdout.decode()
+    assert process.returncode == 0, stderr.decode()
+    assert "customer C001" in out and "100158" in out
+    # No LLM key here: the template answers her order; the other one is not hers.
+    assert "bot [template]> Your order 100158" in out and "793343217053" in out
+    assert "bot [fallback]>" in out and "intent track_order, order 100026" in out
