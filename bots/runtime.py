@@ -7,7 +7,6 @@ import contextlib
 import logging
 
 import aiohttp
-from adapters.store.http import HttpShop
 from aiohttp import web
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
@@ -15,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.app import SlackApp
 from adapters.slack.desk import SlackDesk
 from adapters.store.demo import DemoShop
+from adapters.store.http import HttpShop
 from adapters.telegram.bot import TelegramSetupError, bot_identity, make_bot
 from adapters.telegram.convert import CHANNEL as TELEGRAM
 from adapters.telegram.convert import BotIdentity
