@@ -10,6 +10,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 redis.call('XADD', KEYS[3], '*', 'r', ARGV[3])
-redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-redis.call('EXPIRE', KEYS[4], 691200)
+if redis.call('HINCRBY', KEYS[4], ARGV[5], 1) == 1 then  -- a new counter: the day's key expires
+  redis.call('EXPIRE', KEYS[4], 691200)
+end
 return {'queued', ARGV[1]}

@@ -7,8 +7,9 @@
 local created = 0
 if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[4]) then
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[3])
-  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-  redis.call('EXPIRE', KEYS[4], 691200)
+  if redis.call('HINCRBY', KEYS[4], ARGV[5], 1) == 1 then  -- a new counter: the day's key expires
+    redis.call('EXPIRE', KEYS[4], 691200)
+  end
   created = 1
 end
 if KEYS[5] then

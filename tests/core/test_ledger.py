@@ -51,3 +51,4 @@ async def test_the_dashboard_adds_up_every_process(redis: Redis, keys: Keys) -> 
     counted = [int(await redis.get(keys.stats_minute(m)) or 0) for m in (minute - 1, minute)]
     assert sum(counted) == 2 and board.llm_calls_last_minute in (0, 2)
     assert int(await redis.hget(keys.stats_day(utc_day()), "llm_calls") or 0) == 2
+    assert 0 < await redis.ttl(keys.stats_day(utc_day())) <= 8 * 24 * 3600  # kept a week
