@@ -35,13 +35,13 @@ import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from slack_sdk.signature import SignatureVerifier
+
+from tests.fakes.loopback import LoopbackServer
 
 SIGNING_SECRET = "test-slack-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
@@ -91,7 +91,7 @@ def _ts(us: int) -> str:
     return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(LoopbackServer):
     """A fake Slack Web API; ``base_url`` is what ``AsyncWebClient(base_url=...)`` takes."""
 
     def __init__(self, token: str = BOT_TOKEN) -> None:
@@ -102,26 +102,12 @@ class FakeSlackAPI:
         self._next_ts_us = _FIRST_TS_US
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakeSlackAPI:
-        await self._server.start_server(access_log=None)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._server.close()
+        super().__init__(app)
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/api/``: slack_sdk appends the method name to it."""
-        return str(self._server.make_url("/api/"))
+        return self.url("/api/")
 
     # -- scripting ------------------------------------------------------------------------
 

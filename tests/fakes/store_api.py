@@ -22,13 +22,12 @@ import hmac
 import time
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from adapters.store.demo import DemoShop
+from tests.fakes.loopback import LoopbackServer
 
 TOKEN = "store-test-token-5f1c9a"
 PREFIX = "/v1"
@@ -52,7 +51,7 @@ class Failure:
     body: str | None
 
 
-class FakeStoreAPI:
+class FakeStoreAPI(LoopbackServer):
     """A fake store API; ``base_url`` is what the store API base URL setting would be."""
 
     def __init__(self, shop: DemoShop | None = None, *, token: str = TOKEN) -> None:
@@ -70,24 +69,11 @@ class FakeStoreAPI:
             ("/policies/{topic}", "policy"),
         ):
             app.router.add_get(PREFIX + path, self._handler(endpoint))
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-
-    async def __aenter__(self) -> FakeStoreAPI:
-        # No access log: it would show identities and ids in request paths.
-        await self._server.start_server(access_log=None)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._server.close()
+        super().__init__(app)
 
     @property
     def base_url(self) -> str:
-        return str(self._server.make_url(PREFIX))
+        return self.url(PREFIX)
 
     def fail(
         self, status: int = 500, *, times: int = 1, delay: float = 0.0, body: str | None = None

@@ -28,11 +28,11 @@ import json
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.fakes.loopback import LoopbackServer
 
 TOKEN = "123456789:AAFakeTokenForTestsOnly_abcdefghijklmn"
 BOT_ID = 123456789
@@ -200,7 +200,7 @@ class UpdateFactory:
         return self.update("edited_message", **message)
 
 
-class FakeTelegramAPI:
+class FakeTelegramAPI(LoopbackServer):
     """A fake Bot API server; ``base_url`` is what ``TELEGRAM_API_BASE`` would be."""
 
     def __init__(
@@ -225,26 +225,11 @@ class FakeTelegramAPI:
         self._next_message_id = 10_000
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._server = TestServer(app, host="127.0.0.1", port=0)
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakeTelegramAPI:
-        # No access log: it would show the token in every request path (Telegram's side).
-        await self._server.start_server(access_log=None)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._server.close()
+        super().__init__(app)
 
     @property
     def base_url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
+        return self.url().rstrip("/")
 
     # -- scripting ------------------------------------------------------------------------
 
