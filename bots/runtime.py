@@ -37,6 +37,7 @@ from core.llm import HolySheepClient
 from core.metrics import Metrics
 from core.outbox import DeskSender, Outbox, ReplySender
 from core.priority import PriorityDetector
+from core.provider import ProviderLimits
 from core.queue import PriorityQueue
 from core.ratelimit import RateLimiter
 from core.shop import CachedShop, Shop
@@ -100,6 +101,13 @@ class Runtime:
             backoff_base=s.holysheep_backoff_base_s,
             prices=s.prices,
             session=self.http,
+            limits=ProviderLimits(
+                self.redis,
+                self.keys,
+                rpm=s.holysheep_rpm,
+                tpm=s.holysheep_tpm,
+                concurrency=s.holysheep_concurrency,
+            ),
         )
         self.shop = CachedShop(
             self._store(), self.redis, self.keys, catalogue_ttl_s=s.peakdesk_catalogue_ttl_s

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     holysheep_deadline_s: float = Field(30.0, gt=0)
     holysheep_backoff_base_s: float = Field(1.0, ge=0)
     holysheep_prices: str = ""  # JSON price table overrides, see core/llm.py
+    # The provider's limits, shared by every process (unset: none), see core/provider.py
+    holysheep_rpm: int | None = Field(None, ge=1)
+    holysheep_tpm: int | None = Field(None, ge=1)
+    holysheep_concurrency: int | None = Field(None, ge=1)
 
     # State
     redis_url: str | None = None

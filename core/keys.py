@@ -112,6 +112,10 @@ class Keys:
         """The store cache: ``kind`` is order, orders, product, search, policy or identity."""
         return f"{self.tag}:shop:{kind}:{name}"
 
+    def provider(self, name: str) -> str:
+        """The LLM provider's shared limits: rpm, tpm, leases, factor, cut_at."""
+        return f"{self.tag}:provider:{name}"
+
     def waits(self, priority: int) -> str:
         """The latest queue waits of one priority, in milliseconds (newest first)."""
         return f"{self.tag}:waits:{priority}"

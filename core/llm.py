@@ -14,6 +14,7 @@ aiohttp's ~15,000/s (``benchmarks/llm_dispatch.py`` re-measures all of them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+from redis.exceptions import RedisError
 
 from core.errors import LLMError
 from core.pricing import (
@@ -35,6 +37,7 @@ from core.pricing import (
     parse_usage,
     usage_cost,
 )
+from core.provider import ProviderLimits, estimate_tokens
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -184,6 +187,7 @@ class HolySheepClient:
         session: aiohttp.ClientSession | None = None,
         max_connections: int = 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limits: ProviderLimits | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -214,6 +218,7 @@ class HolySheepClient:
         self._owns_session = session is None
         self._max_connections = max_connections
         self._sleep = sleep
+        self._limits = limits if limits is not None and limits.active else None
 
     def __repr__(self) -> str:  # never shows the key
         return f"HolySheepClient(url={self._url!r}, model={self._model!r})"
@@ -282,7 +287,10 @@ class HolySheepClient:
                     raise LLMError(
                         "chat completion deadline passed", code="deadline_exceeded", retryable=True
                     )
-                payload = await self._attempt(session, data, remaining)
+                if self._limits is None:
+                    payload, _ = await self._attempt(session, data, remaining)
+                else:
+                    payload = await self._limited_attempt(session, data, deadline_at, body)
                 return self._completion(payload, model, loop.time() - started, attempt)
             except LLMError as error:
                 wait = self._retry_wait(error, attempt, deadline_at - loop.time())
@@ -320,8 +328,47 @@ class HolySheepClient:
         wait = step / 2 + random.uniform(0, step / 2)
         return wait if wait < remaining else None
 
-    async def _attempt(self, session: aiohttp.ClientSession, data: bytes, remaining: float) -> Any:
-        """One HTTP exchange; returns the decoded 2xx JSON or raises LLMError."""
+    async def _limited_attempt(
+        self, session: aiohttp.ClientSession, data: bytes, deadline_at: float, body: Any
+    ) -> Any:
+        """One attempt within the provider's shared limits (:mod:`core.provider`)."""
+        assert self._limits is not None
+        loop = asyncio.get_running_loop()
+        tokens = estimate_tokens(len(data), int(body.get("max_tokens") or 0))
+        try:
+            lease = await self._limits.acquire(tokens, timeout=deadline_at - loop.time())
+        except TimeoutError as exc:
+            raise LLMError(
+                "the provider's rate limit leaves no room before the deadline",
+                code="rate_limited",
+                retryable=False,
+            ) from exc
+        except RedisError as exc:  # the shared limits are out of reach: go on without them
+            logger.warning("provider limits unavailable (%s)", type(exc).__name__)
+            payload, _ = await self._attempt(session, data, deadline_at - loop.time())
+            return payload
+        status: int | None = None
+        headers: Mapping[str, str] | None = None
+        used: int | None = None
+        try:
+            payload, headers = await self._attempt(session, data, deadline_at - loop.time())
+            status = 200
+            usage = payload.get("usage") if isinstance(payload, dict) else None
+            if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+                used = usage["total_tokens"]
+            return payload
+        except LLMError as error:
+            status = error.status
+            raise
+        finally:
+            with contextlib.suppress(RedisError):
+                await self._limits.release(lease, status=status, headers=headers, used_tokens=used)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, data: bytes, remaining: float
+    ) -> tuple[Any, Mapping[str, str]]:
+        """One HTTP exchange; returns the decoded 2xx JSON and the response headers, or raises
+        LLMError."""
         cut_by_deadline = remaining < self._attempt_timeout
         timeout = (
             aiohttp.ClientTimeout(total=remaining, ceil_threshold=math.inf)
@@ -334,8 +381,9 @@ class HolySheepClient:
             ) as response:
                 raw = await response.read()
                 status = response.status
+                headers = response.headers
                 if not 200 <= status < 300:
-                    raise _http_error(status, raw, response.headers)
+                    raise _http_error(status, raw, headers)
         except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
             if cut_by_deadline:
                 raise LLMError(
@@ -367,7 +415,7 @@ class HolySheepClient:
                 details=details,
                 retryable=code not in _NOT_RETRYABLE_CODES,
             )
-        return payload
+        return payload, headers
 
     def _completion(self, payload: Any, model: str, latency: float, attempts: int) -> Completion:
         try:
