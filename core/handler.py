@@ -13,10 +13,12 @@ While people have a conversation, its messages are passed to them instead of ans
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 from core.errors import LLMError
@@ -54,6 +56,8 @@ TOOLS_NOTE: Final = (
     "the tools: use them instead of guessing. Only this customer's orders can be found."
 )
 MAX_TOOL_ROUNDS: Final = 3  # rounds of tool calls before the model must answer
+FLIGHT_TTL_S: Final = 40  # longest wait for another process's shared answer
+FLIGHT_POLL_S: Final = 0.1
 HUMAN_INTENT: Final = "contact_human_agent"
 COMPLAINT_INTENT: Final = "complaint"
 
@@ -130,6 +134,7 @@ class ReplyHandler:
         self.shop = shop
         self.templates = templates if template_mode != "never" else None
         self.template_mode = template_mode
+        self._flights: dict[str, asyncio.Future[str | None]] = {}
 
     async def answer(self, entry: QueuedMessage) -> Reply | None:
         """The reply to ``entry``; None when it was passed to the people who have its
@@ -176,15 +181,23 @@ class ReplyHandler:
         source = ReplySource.CACHE
         text = await self.state.cached_response(digest)
         if text is None:
+            shared = self._shared_digest(entry, snapshot, detection, context)
             try:
-                text = await self._complete(entry, history, product, context, tools)
+                if shared is None:
+                    text = await self._complete(entry, history, product, context, tools)
+                    source = ReplySource.LLM
+                else:
+                    text, source = await self._shared_answer(
+                        shared,
+                        lambda: self._complete(entry, history, product, context, tools),
+                        tools,
+                    )
             except LLMError as exc:
                 if self.template_mode == "fallback":
                     templated = await self._templated(detection, tools, message.metadata.locale)
                     if templated is not None:
                         return self._reply(entry, templated, ReplySource.TEMPLATE)
                 return await self.fallback(entry, exc.code, snapshot, detection)
-            source = ReplySource.LLM
             await self.state.cache_response(digest, text)
 
         text, cannot_help = split_handover_tag(text)
@@ -200,6 +213,82 @@ class ReplyHandler:
                 reason = f"complaint at priority {entry.priority}"
                 return await self._hand_over(entry, reason, text, source, snapshot, detection)
         return self._reply(entry, text, source)
+
+    def _shared_digest(
+        self,
+        entry: QueuedMessage,
+        snapshot: Snapshot,
+        detection: Detection,
+        context: dict[str, str],
+    ) -> str | None:
+        """The key of an answer any customer may share, or None when this one is personal:
+        the conversation has history or customer context, or names an order or product."""
+        message = entry.message
+        if snapshot.history or context or snapshot.product is not None or detection.order_id:
+            return None
+        return response_cache_digest(
+            "shared",
+            normalise_text(message.text),
+            message.metadata.locale or "",
+            self.system_prompt,
+            self.model,
+            "tools" if self.shop is not None else "",
+        )
+
+    async def _shared_answer(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[str]],
+        tools: CustomerTools | None,
+    ) -> tuple[str, ReplySource]:
+        """Single flight: identical context-free questions arriving together make one LLM call,
+        in this process and across processes, and its answer is cached for everyone. An answer
+        that used the customer's own data (a personal tool) is never shared."""
+        cached = await self.state.cached_response(key)
+        if cached is not None:
+            return cached, ReplySource.CACHE
+        flight = self._flights.get(key)
+        if flight is not None:  # the same question is being answered in this process
+            text = await asyncio.shield(flight)
+            if text is not None:
+                return text, ReplySource.CACHE
+            return await compute(), ReplySource.LLM
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._flights[key] = future
+        leading = False
+        try:
+            leading = await self.state.claim_flight(key, FLIGHT_TTL_S)
+            if not leading and (text := await self._await_flight(key)) is not None:
+                future.set_result(text)
+                return text, ReplySource.CACHE
+            text = await compute()
+            shareable = tools is None or not tools.used_personal
+            if shareable:
+                await self.state.cache_response(key, text)
+            future.set_result(text if shareable else None)
+            return text, ReplySource.LLM
+        except LLMError as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: followers may be none
+            raise
+        finally:
+            if not future.done():  # cancelled: followers answer on their own
+                future.set_result(None)
+            self._flights.pop(key, None)
+            if leading:
+                await self.state.end_flight(key)
+
+    async def _await_flight(self, key: str) -> str | None:
+        """Wait for another process's shared answer; None when it gave none."""
+        deadline = time.monotonic() + FLIGHT_TTL_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(FLIGHT_POLL_S)
+            text = await self.state.cached_response(key)
+            if text is not None:
+                return text
+            if not await self.state.flight_open(key):
+                return None
+        return None
 
     async def _complete(
         self,

@@ -56,6 +56,10 @@ class Keys:
     def response_cache(self, digest: str) -> str:
         return f"{self.tag}:rcache:{digest}"
 
+    def flight(self, digest: str) -> str:
+        """Held by the process computing a shared answer (single flight)."""
+        return f"{self.tag}:flight:{digest}"
+
     def product(self, product_id: str) -> str:
         return f"{self.tag}:product:{product_id}"
 

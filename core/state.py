@@ -120,6 +120,16 @@ class ConversationState:
     async def put_policy(self, name: str, text: str) -> None:
         await self.redis.set(self.keys.policy(name), text, ex=self.catalogue_ttl_s)
 
+    async def claim_flight(self, digest: str, ttl_s: int) -> bool:
+        """Become the one process computing a shared answer (False: another one is)."""
+        return bool(await self.redis.set(self.keys.flight(digest), "1", nx=True, ex=ttl_s))
+
+    async def end_flight(self, digest: str) -> None:
+        await self.redis.delete(self.keys.flight(digest))
+
+    async def flight_open(self, digest: str) -> bool:
+        return bool(await self.redis.exists(self.keys.flight(digest)))
+
     async def cached_response(self, digest: str) -> str | None:
         return cast(str | None, await self.redis.get(self.keys.response_cache(digest)))
 

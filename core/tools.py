@@ -104,6 +104,8 @@ TOOL_SPECS: Final[list[dict[str, Any]]] = [
 ]
 TOOL_NAMES: Final = frozenset(spec["function"]["name"] for spec in TOOL_SPECS)
 RECENT_ORDERS: Final = 10
+# Tools whose answer is about the customer: an answer that used one is never shared.
+PERSONAL_TOOLS: Final = frozenset({"get_order_status", "list_my_orders", "request_human"})
 
 
 class BadArguments(ValueError):
@@ -134,6 +136,7 @@ class CustomerTools:
         self.identity = identity
         self.locale = locale
         self.human_reason: str | None = None  # set when the model asked for a person
+        self.used_personal = False  # a tool answered with this customer's own data
         self._customer: tuple[str | None] | None = None
         self._tools: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "get_order_status": self._order_status,
@@ -160,6 +163,8 @@ class CustomerTools:
     async def call(self, name: str, arguments: str | None) -> str:
         """Run one tool call of the model; the result (or error) as JSON for the model."""
         tool = self._tools.get(name)
+        if name in PERSONAL_TOOLS:
+            self.used_personal = True
         if tool is None:
             result: dict[str, Any] = {
                 "error": "unknown_tool",

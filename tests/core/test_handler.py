@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,7 +14,7 @@ from core.llm import HolySheepClient
 from core.metrics import Metrics
 from core.models import InboundMessage, MessageMetadata, QueuedMessage, Reply, ReplySource
 from core.state import ConversationState, normalise_text
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, completion_body
 
 
 def entry(n: int, text: str, conversation: str = "c1", **meta: object) -> QueuedMessage:
@@ -108,9 +109,40 @@ async def test_the_cache_never_answers_a_conversation_that_moved_on(
     first = entry(1, "thanks")
     await handler.remember(first, await answer(handler, first))
     later = await answer(handler, entry(2, "  THANKS "))  # same normalised text, new history
-    other = await answer(handler, entry(3, "thanks", conversation="c2"))
-    assert later.source is ReplySource.LLM and other.source is ReplySource.LLM
-    assert fake_llm.calls == 3
+    assert later.source is ReplySource.LLM
+    assert fake_llm.calls == 2
+
+
+async def test_identical_context_free_questions_share_one_answer_personal_ones_never(
+    state: ConversationState, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    handler = ReplyHandler(llm, state, Metrics())
+    first = await answer(handler, entry(1, "Do you ship to Norway?"))
+    other = await answer(handler, entry(2, " do you SHIP to norway? ", conversation="c2"))
+    assert (first.source, other.source) == (ReplySource.LLM, ReplySource.CACHE)
+    assert other.text == first.text and fake_llm.calls == 1
+    # A VIP's context, a named order, another language: an answer of their own.
+    vip = await answer(handler, entry(3, "Do you ship to Norway?", conversation="c3", vip=True))
+    order = await answer(handler, entry(4, "Do you ship order 12345 to Norway?", conversation="c4"))
+    zh = await answer(handler, entry(5, "Do you ship to Norway?", conversation="c5", locale="zh"))
+    assert {vip.source, order.source, zh.source} == {ReplySource.LLM}
+    assert fake_llm.calls == 4
+
+
+async def test_identical_questions_arriving_together_make_one_llm_call(
+    state: ConversationState, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    fake_llm.script(json=completion_body("Yes, we ship to Norway."), delay=0.3)
+    handlers = [ReplyHandler(llm, state, Metrics()) for _ in range(2)]  # two processes
+    replies = await asyncio.gather(
+        *(
+            answer(handlers[n % 2], entry(n, "Do you ship to Norway?", conversation=f"c{n}"))
+            for n in range(6)
+        )
+    )
+    assert fake_llm.calls == 1
+    assert {r.text for r in replies} == {"Yes, we ship to Norway."}
+    assert sorted(r.source.value for r in replies) == ["cache"] * 5 + ["llm"]
 
 
 async def test_llm_failure_becomes_an_apology_with_ticket_and_code(

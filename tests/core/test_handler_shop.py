@@ -171,3 +171,16 @@ async def test_a_customer_without_a_linked_account_is_told_politely(
     assert reply.source is ReplySource.LLM  # no template: the order is not theirs to see
     [result] = [m for m in fake_llm.requests[1].json["messages"] if m["role"] == "tool"]
     assert json.loads(result["content"])["error"] == "customer_not_linked"
+
+
+async def test_an_answer_built_from_a_customers_orders_is_never_shared(
+    llm: HolySheepClient, redis: Redis, keys: Keys, demo: DemoShop, fake_llm: FakeOpenAI
+) -> None:
+    h = handler(llm, redis, keys, demo)
+    fake_llm.script(json=completion_body(None, tool_calls=[tool_call("list_my_orders", "{}")]))
+    fake_llm.script(json=completion_body("Your orders: 100158 and 100002."))
+    alice = await answer(h, entry("what did I buy recently?"))
+    bob = await answer(h, entry("what did I buy recently?", user="bob", n=2))
+    assert alice.text == "Your orders: 100158 and 100002." and alice.source is ReplySource.LLM
+    assert bob.source is ReplySource.LLM and "100158" not in bob.text  # asked anew, for Bob
+    assert fake_llm.calls == 3
