@@ -253,6 +253,17 @@ async def redis_command_calls(runtime: Runtime) -> dict[str, int] | None:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
+def _letters(i: int) -> str:
+    """A distinct suffix without digits (digits would read as an order id): every text is
+    unique, so no two messages share an answer and each costs exactly one LLM call."""
+    out = ""
+    while True:
+        i, rest = divmod(i, 26)
+        out = chr(ord("a") + rest) + out
+        if not i:
+            return out
+
+
 async def prefill(runtime: Runtime, n: int, callback_url: str) -> tuple[float, list[str]]:
     """Queue ``n`` messages with PriorityQueue.admit; returns (seconds, texts used)."""
     texts = load_texts()
@@ -265,7 +276,7 @@ async def prefill(runtime: Runtime, n: int, callback_url: str) -> tuple[float, l
             message_id=f"{tag}-{i}",
             user_id=f"u-{tag}-{i}",
             conversation_id=f"c-{tag}-{i}",
-            text=texts[i % len(texts)],
+            text=f"{texts[i % len(texts)]} (ref {_letters(i)})",
             reply_to={"callback_url": callback_url},
         )
         for i in range(n)

@@ -14,12 +14,15 @@ While people have a conversation, its messages are passed to them instead of ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
+
+from redis.exceptions import RedisError
 
 from core.errors import LLMError
 from core.handover import OPEN, HandoverDesk, handover_notice
@@ -56,7 +59,8 @@ TOOLS_NOTE: Final = (
     "the tools: use them instead of guessing. Only this customer's orders can be found."
 )
 MAX_TOOL_ROUNDS: Final = 3  # rounds of tool calls before the model must answer
-FLIGHT_TTL_S: Final = 40  # longest wait for another process's shared answer
+FLIGHT_TTL_S: Final = 5  # a crashed process's flight ends this soon (renewed while alive)
+FLIGHT_WAIT_S: Final = 40  # longest wait for another process's shared answer
 FLIGHT_POLL_S: Final = 0.1
 HUMAN_INTENT: Final = "contact_human_agent"
 COMPLAINT_INTENT: Final = "complaint"
@@ -261,7 +265,14 @@ class ReplyHandler:
             if not leading and (text := await self._await_flight(key)) is not None:
                 future.set_result(text)
                 return text, ReplySource.CACHE
-            text = await compute()
+            renewing = (
+                asyncio.get_running_loop().create_task(self._renew_flight(key)) if leading else None
+            )
+            try:
+                text = await compute()
+            finally:
+                if renewing is not None:
+                    renewing.cancel()
             shareable = tools is None or not tools.used_personal
             if shareable:
                 await self.state.cache_response(key, text)
@@ -278,9 +289,16 @@ class ReplyHandler:
             if leading:
                 await self.state.end_flight(key)
 
+    async def _renew_flight(self, key: str) -> None:
+        """Keep our flight alive while we compute (it lapses soon after a crash)."""
+        while True:
+            await asyncio.sleep(FLIGHT_TTL_S / 3)
+            with contextlib.suppress(RedisError):  # at worst another process answers too
+                await self.state.claim_flight(key, FLIGHT_TTL_S, renew=True)
+
     async def _await_flight(self, key: str) -> str | None:
-        """Wait for another process's shared answer; None when it gave none."""
-        deadline = time.monotonic() + FLIGHT_TTL_S
+        """Wait for another process's shared answer; None when it gave none (or died)."""
+        deadline = time.monotonic() + FLIGHT_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(FLIGHT_POLL_S)
             text = await self.state.cached_response(key)

@@ -120,8 +120,11 @@ class ConversationState:
     async def put_policy(self, name: str, text: str) -> None:
         await self.redis.set(self.keys.policy(name), text, ex=self.catalogue_ttl_s)
 
-    async def claim_flight(self, digest: str, ttl_s: int) -> bool:
-        """Become the one process computing a shared answer (False: another one is)."""
+    async def claim_flight(self, digest: str, ttl_s: int, *, renew: bool = False) -> bool:
+        """Become the one process computing a shared answer (False: another one is); with
+        ``renew``, extend our own claim."""
+        if renew:
+            return bool(await self.redis.expire(self.keys.flight(digest), ttl_s))
         return bool(await self.redis.set(self.keys.flight(digest), "1", nx=True, ex=ttl_s))
 
     async def end_flight(self, digest: str) -> None:

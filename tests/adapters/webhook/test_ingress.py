@@ -72,7 +72,9 @@ async def test_duplicate_message_id_returns_first_ticket_and_no_second_reply(
     assert other_gateway[0] == 202  # message ids are unique per gateway only
     assert [c["message_id"] for c in receiver.accepted] == ["m-7", "m-7"]
     assert len({c["ticket_id"] for c in receiver.accepted}) == 2
-    assert fake_llm.calls == 2
+    # The same first question from another gateway's user shares the answer: one LLM call.
+    assert [c["source"] for c in receiver.accepted] == ["llm", "cache"]
+    assert fake_llm.calls == 1
 
 
 async def test_bad_signature_stale_timestamp_and_missing_headers_are_401(
