@@ -182,27 +182,24 @@ class ReplyHandler:
             self.system_prompt,
             self.model,
         )
+        shared = self._shared_digest(entry, snapshot, detection, context)
+        found, text = await self.state.lookup(digest, shared, FLIGHT_TTL_S)
         source = ReplySource.CACHE
-        text = await self.state.cached_response(digest)
         if text is None:
-            shared = self._shared_digest(entry, snapshot, detection, context)
             try:
-                if shared is None:
-                    text = await self._complete(entry, history, product, context, tools)
-                    source = ReplySource.LLM
-                else:
-                    text, source = await self._shared_answer(
-                        shared,
-                        lambda: self._complete(entry, history, product, context, tools),
-                        tools,
-                    )
+                text, source = await self._answer_with_llm(
+                    found,
+                    digest,
+                    shared,
+                    lambda: self._complete(entry, history, product, context, tools),
+                    tools,
+                )
             except LLMError as exc:
                 if self.template_mode == "fallback":
                     templated = await self._templated(detection, tools, message.metadata.locale)
                     if templated is not None:
                         return self._reply(entry, templated, ReplySource.TEMPLATE)
                 return await self.fallback(entry, exc.code, snapshot, detection)
-            await self.state.cache_response(digest, text)
 
         text, cannot_help = split_handover_tag(text)
         if self.desk is not None:
@@ -239,34 +236,42 @@ class ReplyHandler:
             "tools" if self.shop is not None else "",
         )
 
-    async def _shared_answer(
+    async def _answer_with_llm(
         self,
-        key: str,
+        found: str,
+        digest: str,
+        shared: str | None,
         compute: Callable[[], Awaitable[str]],
         tools: CustomerTools | None,
     ) -> tuple[str, ReplySource]:
-        """Single flight: identical context-free questions arriving together make one LLM call,
-        in this process and across processes, and its answer is cached for everyone. An answer
-        that used the customer's own data (a personal tool) is never shared."""
-        cached = await self.state.cached_response(key)
-        if cached is not None:
-            return cached, ReplySource.CACHE
-        flight = self._flights.get(key)
+        """The LLM's answer, once per question that any customer may share (single flight:
+        identical context-free questions arriving together make one call, in this process and
+        across processes, cached for everyone). ``found`` is what the lookup found: ``lead``
+        (we answer for all), ``follow`` (another process is answering) or ``miss`` (personal).
+        An answer that used the customer's own data (a personal tool) is never shared."""
+        if shared is None or found == "miss":
+            text = await compute()
+            await self.state.store_answer(digest, text)
+            return text, ReplySource.LLM
+        flight = self._flights.get(shared)
         if flight is not None:  # the same question is being answered in this process
-            text = await asyncio.shield(flight)
-            if text is not None:
-                return text, ReplySource.CACHE
-            return await compute(), ReplySource.LLM
+            answered = await asyncio.shield(flight)
+            if answered is not None:
+                await self.state.store_answer(digest, answered)
+                return answered, ReplySource.CACHE
+            found = "miss"
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._flights[key] = future
-        leading = False
+        self._flights[shared] = future
+        leading = found == "lead"
         try:
-            leading = await self.state.claim_flight(key, FLIGHT_TTL_S)
-            if not leading and (text := await self._await_flight(key)) is not None:
-                future.set_result(text)
-                return text, ReplySource.CACHE
+            if found == "follow" and (answered := await self._await_flight(shared)) is not None:
+                future.set_result(answered)
+                await self.state.store_answer(digest, answered)
+                return answered, ReplySource.CACHE
             renewing = (
-                asyncio.get_running_loop().create_task(self._renew_flight(key)) if leading else None
+                asyncio.get_running_loop().create_task(self._renew_flight(shared))
+                if leading
+                else None
             )
             try:
                 text = await compute()
@@ -274,8 +279,13 @@ class ReplyHandler:
                 if renewing is not None:
                     renewing.cancel()
             shareable = tools is None or not tools.used_personal
-            if shareable:
-                await self.state.cache_response(key, text)
+            await self.state.store_answer(
+                digest,
+                text,
+                shared=shared if shareable else None,
+                end_flight=shared if leading else None,
+            )
+            leading = False  # ended with the store
             future.set_result(text if shareable else None)
             return text, ReplySource.LLM
         except LLMError as exc:
@@ -285,16 +295,16 @@ class ReplyHandler:
         finally:
             if not future.done():  # cancelled: followers answer on their own
                 future.set_result(None)
-            self._flights.pop(key, None)
+            self._flights.pop(shared, None)
             if leading:
-                await self.state.end_flight(key)
+                await self.state.end_flight(shared)
 
     async def _renew_flight(self, key: str) -> None:
         """Keep our flight alive while we compute (it lapses soon after a crash)."""
         while True:
             await asyncio.sleep(FLIGHT_TTL_S / 3)
             with contextlib.suppress(RedisError):  # at worst another process answers too
-                await self.state.claim_flight(key, FLIGHT_TTL_S, renew=True)
+                await self.state.renew_flight(key, FLIGHT_TTL_S)
 
     async def _await_flight(self, key: str) -> str | None:
         """Wait for another process's shared answer; None when it gave none (or died)."""

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -60,6 +61,9 @@ class ConversationState:
         self.history_ttl_s = history_ttl_s
         self.catalogue_ttl_s = catalogue_ttl_s
         self.response_ttl_s = response_ttl_s
+        self._lookup = redis.register_script(
+            resources.files("core").joinpath("scripts", "lookup.lua").read_text(encoding="utf-8")
+        )
 
     async def load(self, conversation_key: str, product_id: str | None = None) -> Snapshot:
         """History, context, hand-over status and product information of a conversation, in
@@ -120,12 +124,37 @@ class ConversationState:
     async def put_policy(self, name: str, text: str) -> None:
         await self.redis.set(self.keys.policy(name), text, ex=self.catalogue_ttl_s)
 
-    async def claim_flight(self, digest: str, ttl_s: int, *, renew: bool = False) -> bool:
-        """Become the one process computing a shared answer (False: another one is); with
-        ``renew``, extend our own claim."""
-        if renew:
-            return bool(await self.redis.expire(self.keys.flight(digest), ttl_s))
-        return bool(await self.redis.set(self.keys.flight(digest), "1", nx=True, ex=ttl_s))
+    async def lookup(
+        self, digest: str, shared: str | None, flight_ttl_s: int
+    ) -> tuple[str, str | None]:
+        """The cached answer of a message in one round trip (see ``scripts/lookup.lua``):
+        ``("conversation"|"shared", text)``, or ``("lead"|"follow"|"miss", None)``."""
+        keys = [self.keys.response_cache(digest)]
+        if shared is not None:
+            keys += [self.keys.response_cache(shared), self.keys.flight(shared)]
+        found = await self._lookup(keys=keys, args=[flight_ttl_s])
+        return str(found[0]), (str(found[1]) if len(found) > 1 else None)
+
+    async def store_answer(
+        self,
+        digest: str,
+        text: str,
+        *,
+        shared: str | None = None,
+        end_flight: str | None = None,
+    ) -> None:
+        """Cache an answer for its conversation (and for everyone under ``shared``), and end
+        our single flight, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.response_cache(digest), text, ex=self.response_ttl_s)
+            if shared is not None:
+                pipe.set(self.keys.response_cache(shared), text, ex=self.response_ttl_s)
+            if end_flight is not None:
+                pipe.delete(self.keys.flight(end_flight))
+            await pipe.execute()
+
+    async def renew_flight(self, digest: str, ttl_s: int) -> None:
+        await self.redis.expire(self.keys.flight(digest), ttl_s)
 
     async def end_flight(self, digest: str) -> None:
         await self.redis.delete(self.keys.flight(digest))
@@ -135,6 +164,3 @@ class ConversationState:
 
     async def cached_response(self, digest: str) -> str | None:
         return cast(str | None, await self.redis.get(self.keys.response_cache(digest)))
-
-    async def cache_response(self, digest: str, text: str) -> None:
-        await self.redis.set(self.keys.response_cache(digest), text, ex=self.response_ttl_s)
