@@ -28,7 +28,7 @@ from core.errors import LLMError
 from core.handover import OPEN, HandoverDesk, handover_notice
 from core.ledger import Ledger
 from core.metrics import Metrics
-from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource
+from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource, language
 from core.priority import Detection, PriorityDetector
 from core.shop import Shop, ShopUnavailable
 from core.state import ConversationState, Snapshot, Turn, normalise_text, response_cache_digest
@@ -95,8 +95,7 @@ def customer_facts(metadata: MessageMetadata) -> dict[str, str]:
 
 
 def apology_text(ticket_id: str, code: str, locale: str | None) -> str:
-    lang = "zh" if (locale or "").lower().startswith("zh") else "en"
-    return APOLOGY[lang].format(ticket=ticket_id, code=code)
+    return APOLOGY[language(locale)].format(ticket=ticket_id, code=code)
 
 
 def split_handover_tag(text: str) -> tuple[str, bool]:

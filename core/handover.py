@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from core.models import (
     QueuedMessage,
     Reply,
     ReplySource,
+    language,
 )
 from core.queue import GROUP
 from core.state import Turn
@@ -59,10 +59,6 @@ def _script(name: str) -> str:
     return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
-def _event_id() -> str:
-    return "E" + secrets.token_hex(8)
-
-
 def staff_reply_id(source: str) -> str:
     """The ``reply_id`` of a staff message: stable for one message of the desk (its Slack
     channel and ts, say), so a retried event maps to the same reply, and opaque to gateways."""
@@ -71,7 +67,7 @@ def staff_reply_id(source: str) -> str:
 
 def handover_notice(ticket_id: str, wait_s: float | None, locale: str | None) -> str:
     """What the customer is told when people take over: the ticket, the wait when known."""
-    lang = "zh" if (locale or "").lower().startswith("zh") else "en"
+    lang = language(locale)
     text = NOTICE[lang].format(ticket=ticket_id)
     if wait_s is not None:
         text += WAIT_NOTICE[lang].format(minutes=max(1, round(wait_s / 60)))
@@ -186,7 +182,7 @@ class HandoverDesk:
         if answer:
             transcript.append({"role": "assistant", "content": answer})
         conversation = message.conversation_key
-        event = DeskEvent(_event_id(), DeskEventKind.ESCALATED, conversation, ticket_id)
+        event = DeskEvent(DeskEvent.new_id(), DeskEventKind.ESCALATED, conversation, ticket_id)
         record = {
             "reason": reason,
             "priority": str(priority),
@@ -223,7 +219,7 @@ class HandoverDesk:
         answer). False when the conversation is not with people: answer it as usual."""
         message = entry.message
         event = DeskEvent(
-            _event_id(),
+            DeskEvent.new_id(),
             DeskEventKind.CUSTOMER,
             message.conversation_key,
             entry.ticket_id,
@@ -320,7 +316,7 @@ class HandoverDesk:
         record = self.keys.handover(conversation_key)
         ticket = cast(str, await self.redis.hget(record, "ticket") or "")
         event = DeskEvent(
-            _event_id(),
+            DeskEvent.new_id(),
             DeskEventKind.STATUS,
             conversation_key,
             ticket,

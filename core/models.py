@@ -8,6 +8,7 @@ Both are plain dataclasses with a compact JSON form, because they cross Redis on
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
@@ -31,6 +32,11 @@ class ReplySource(StrEnum):
     HUMAN = "human"
     FALLBACK = "fallback"
     ACK = "ack"
+
+
+def language(locale: str | None) -> str:
+    """The language of the shipped texts for a locale: ``zh`` for Chinese, else ``en``."""
+    return "zh" if (locale or "").lower().startswith("zh") else "en"
 
 
 @dataclass(slots=True)
@@ -197,6 +203,10 @@ class DeskEvent:
     created_at: float = field(default_factory=time.time)
 
     channel = DESK
+
+    @staticmethod
+    def new_id() -> str:
+        return "E" + secrets.token_hex(8)
 
     @property
     def delivery_id(self) -> str:

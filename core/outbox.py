@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -245,7 +244,7 @@ class Outbox:
     async def _tell_desk_undelivered(self, reply: Reply) -> None:
         """A person's reply did not reach the customer: the desk must know."""
         event = DeskEvent(
-            "E" + secrets.token_hex(8),
+            DeskEvent.new_id(),
             DeskEventKind.UNDELIVERED,
             reply.conversation_key,
             reply.ticket_id,

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from core.errors import PeakdeskError
 from core.keys import Keys
+from core.models import language
 
 # The policy topics the bot knows about (a shop may publish more under other names).
 POLICY_TOPICS: Final = (
@@ -107,7 +108,7 @@ class Policy:
     version: str = "1"
 
     def in_locale(self, locale: str | None) -> str:
-        lang = "zh" if (locale or "").lower().startswith("zh") else "en"
+        lang = language(locale)
         return self.text.get(lang) or self.text.get("en") or next(iter(self.text.values()), "")
 
     def to_dict(self) -> dict[str, Any]:

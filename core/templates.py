@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Literal
 
+from core.models import language
 from core.shop import Order, Shop
 from core.tools import CustomerTools
 
@@ -147,10 +148,6 @@ def _check_fields(intent: str, text: str) -> None:
         )
 
 
-def _lang(locale: str | None) -> str:
-    return "zh" if (locale or "").lower().startswith("zh") else "en"
-
-
 class TemplateAnswers:
     """Builds templated answers from the store (see the module docstring)."""
 
@@ -169,7 +166,7 @@ class TemplateAnswers:
         texts = self.templates.get(intent)
         if not texts:
             return None
-        lang = _lang(locale)
+        lang = language(locale)
         text = texts.get(lang) or texts.get("en")
         if text is None:
             return None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from core.models import language
+
 _HELP_EN = (
     "I can help you with:\n"
     "• order status and tracking\n"
@@ -51,5 +53,4 @@ TEMPLATES: Final[dict[str, dict[str, str]]] = {
 
 def template(name: str, locale: str | None) -> str:
     """The text of one template in the customer's language (English by default)."""
-    lang = "zh" if (locale or "").lower().startswith("zh") else "en"
-    return TEMPLATES[name][lang]
+    return TEMPLATES[name][language(locale)]
