@@ -4,10 +4,12 @@ and polite degradation while the store is down."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from bots.settings import Settings
 from core.keys import Keys
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
@@ -21,6 +23,25 @@ async def store() -> AsyncIterator[FakeStoreAPI]:
         yield api
 
 
+def store_settings(
+    keys: Keys,
+    fake_llm: FakeOpenAI,
+    receiver: CallbackReceiver,
+    store: FakeStoreAPI,
+    **extra: Any,
+) -> Settings:
+    """Settings of a service answering from the fake store API, templates first."""
+    return wired_settings(
+        keys,
+        fake_llm.base_url,
+        receiver.url,
+        store_api_base=store.base_url,
+        store_api_token=store.token,
+        peakdesk_templates="always",
+        **extra,
+    )
+
+
 async def test_templates_answer_from_the_store_api_for_the_linked_customer(
     redis: Redis,
     keys: Keys,
@@ -28,14 +49,7 @@ async def test_templates_answer_from_the_store_api_for_the_linked_customer(
     receiver: CallbackReceiver,
     store: FakeStoreAPI,
 ) -> None:
-    settings = wired_settings(
-        keys,
-        fake_llm.base_url,
-        receiver.url,
-        store_api_base=store.base_url,
-        store_api_token=store.token,
-        peakdesk_templates="always",
-    )
+    settings = store_settings(keys, fake_llm, receiver, store)
     async with Service(settings, redis) as svc:
         # The "demo" gateway's user alice is customer C001 in the store's identity links.
         await svc.post("demo", message(1, "where is my order 100158?", user_id="alice"))
@@ -55,15 +69,7 @@ async def test_a_store_that_is_down_opens_the_circuit_and_answers_degrade_polite
     receiver: CallbackReceiver,
     store: FakeStoreAPI,
 ) -> None:
-    settings = wired_settings(
-        keys,
-        fake_llm.base_url,
-        receiver.url,
-        store_api_base=store.base_url,
-        store_api_token=store.token,
-        store_api_timeout_s=0.5,
-        peakdesk_templates="always",
-    )
+    settings = store_settings(keys, fake_llm, receiver, store, store_api_timeout_s=0.5)
     store.fail(503, times=1000)
     fake_llm.script(status=503, times=1000)  # and the LLM is down too
     async with Service(settings, redis) as svc:
