@@ -76,6 +76,7 @@ class Runtime:
             max_queue=s.peakdesk_max_queue,
             dedupe_ttl_s=s.peakdesk_dedupe_ttl_s,
             retry_after_s=s.peakdesk_retry_after_s,
+            merge_bursts=s.peakdesk_burst_window_s > 0,
         )
         self.state = ConversationState(
             self.redis,
@@ -168,6 +169,7 @@ class Runtime:
                 max_concurrent=share,
                 claim_idle_s=s.peakdesk_claim_idle_s,
                 max_deliveries=s.peakdesk_max_deliveries,
+                burst_window_s=s.peakdesk_burst_window_s,
             )
             for share in split_evenly(s.peakdesk_max_concurrent, workers)
         ]

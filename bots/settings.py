@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     peakdesk_max_deliveries: int = Field(5, ge=1)
     peakdesk_retry_after_s: int = Field(5, ge=1, le=3600)
     peakdesk_dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # Messages of one conversation arriving within this window (or while its previous turn is
+    # answered) get one answer together; 0 = one answer per message
+    peakdesk_burst_window_s: float = Field(1.5, ge=0, le=30)
 
     # Conversation state
     peakdesk_history_turns: int = Field(20, ge=0, le=200)

@@ -490,4 +490,5 @@ class ReplyHandler:
             source=source,
             error_code=error_code,
             wait_until=entry.wait_until,
+            message_ids=entry.message_ids,
         )

@@ -88,6 +88,27 @@ class Keys:
     def handover_thread(self, thread: str) -> str:
         return f"{self.tag}:handover:thread:{thread}"
 
+    def burst(self, conversation_key: str) -> str:
+        """The conversation's messages not answered yet, in arrival order (burst merge)."""
+        return f"{self.tag}:burst:{conversation_key}"
+
+    def turn_lock(self, conversation_key: str) -> str:
+        """Held by the one worker answering the conversation, in any process."""
+        return f"{self.tag}:turn:{conversation_key}"
+
+    def acked(self, conversation_key: str) -> str:
+        """Set while the conversation has an acknowledgement out and its answer pending."""
+        return f"{self.tag}:acked:{conversation_key}"
+
+    @property
+    def peak_mode(self) -> str:
+        """The degradation ladder forced by staff (``/peakdesk peak``): auto, on, off, 0-4."""
+        return f"{self.tag}:peak:mode"
+
+    def budget(self, window: str) -> str:
+        """Tokens spent in one budget window: ``h<unix hour>`` or ``d<YYYYMMDD>``."""
+        return f"{self.tag}:budget:{window}"
+
     def held(self, ticket_id: str) -> str:
         """Marks a message passed to people instead of answered (processed once)."""
         return f"{self.tag}:held:{ticket_id}"

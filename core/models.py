@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -116,6 +117,9 @@ class Reply:
     error_code: str | None = None
     # Unique per reply: the ticket id for the bot's one answer, a new id per staff message.
     reply_id: str = ""
+    # All the messages this reply answers, oldest first, when a burst was answered together
+    # (empty: just ``message_id``).
+    message_ids: list[str] = field(default_factory=list)
     # A synchronous waiter (webhook ?wait=N) may take the reply until then; callbacks wait for it.
     wait_until: float = 0.0
     created_at: float = field(default_factory=time.time)
@@ -146,6 +150,8 @@ class Reply:
         source: ReplySource,
         error_code: str | None = None,
         wait_until: float = 0.0,
+        message_ids: Sequence[str] = (),
+        reply_id: str = "",
     ) -> Reply:
         return cls(
             ticket_id=ticket_id,
@@ -160,7 +166,14 @@ class Reply:
             reply_to=dict(message.reply_to),
             error_code=error_code,
             wait_until=wait_until,
+            message_ids=list(message_ids) if len(message_ids) > 1 else [],
+            reply_id=reply_id,
         )
+
+    @property
+    def answered_ids(self) -> list[str]:
+        """The ids of the messages this reply answers."""
+        return self.message_ids or [self.message_id]
 
     def to_json(self) -> str:
         return _dumps({name: getattr(self, name) for name in _REPLY_FIELDS})
@@ -245,3 +258,5 @@ class QueuedMessage:
     enqueued_at: float
     deliveries: int = 1
     wait_until: float = 0.0
+    # With burst merge: the ids of the messages answered together (this one's last).
+    message_ids: tuple[str, ...] = ()

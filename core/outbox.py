@@ -119,10 +119,15 @@ class Outbox:
             while True:
                 raw = await self.redis.get(self.keys.reply(ticket_id))
                 if raw is not None:
+                    # A burst's reply is stored under each of its tickets: claim the reply.
+                    reply = Reply.from_json(raw)
                     claimed = await self.redis.set(
-                        self.keys.delivery_claim(ticket_id), SYNC, nx=True, ex=self.claim_ttl_s
+                        self.keys.delivery_claim(reply.delivery_id),
+                        SYNC,
+                        nx=True,
+                        ex=self.claim_ttl_s,
                     )
-                    return Reply.from_json(raw) if claimed else None
+                    return reply if claimed else None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None

@@ -19,9 +19,9 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -57,6 +57,77 @@ class Admission:
     status: Literal["queued", "duplicate"]
     ticket_id: str
     priority: int
+    acked: bool = False  # an acknowledgement went out with it (its answer will take a while)
+
+
+class Acknowledger(Protocol):
+    """Decides at admission whether a message gets an immediate acknowledgement."""
+
+    def acknowledgement(self, priority: int, locale: str | None) -> str | None:
+        """The acknowledgement's text (``{ticket}`` stands for the ticket id), or None."""
+
+
+# Burst items: ticket, priority and message JSON; JSON escapes control characters, so the
+# separator cannot occur inside the message.
+_SEP = "\x1f"
+MAX_TURN_MESSAGES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class BurstItem:
+    """One unanswered message of a conversation, as its burst list holds it."""
+
+    ticket_id: str
+    priority: int
+    message: InboundMessage
+
+    @staticmethod
+    def encode(ticket_id: str, priority: int, message_json: str) -> str:
+        return f"{ticket_id}{_SEP}{priority}{_SEP}{message_json}"
+
+    @classmethod
+    def decode(cls, raw: str) -> BurstItem:
+        ticket_id, priority, message = raw.split(_SEP, 2)
+        return cls(ticket_id, int(priority), InboundMessage.from_json(message))
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A worker's turn in one conversation: the messages it answers together, oldest first.
+
+    ``listed`` is how many of them came from the burst list (dropped from it when the turn
+    ends); with burst merge off, or for an entry no longer listed, the turn is the entry alone.
+    """
+
+    token: str
+    items: tuple[BurstItem, ...]
+    listed: int
+
+    def merged(self, entry: QueuedMessage) -> QueuedMessage:
+        """``entry`` standing for the whole turn: the texts joined in order, the routing and
+        ticket of the latest message (its reply answers them all), the entry's stream id."""
+        if len(self.items) < 2:
+            return entry
+        last = self.items[-1].message
+        order_ids = [i.message.metadata.order_id for i in self.items]
+        metadata = replace(
+            last.metadata, order_id=next((o for o in reversed(order_ids) if o), None)
+        )
+        message = replace(
+            last, text="\n".join(i.message.text for i in self.items), metadata=metadata
+        )
+        return replace(
+            entry,
+            ticket_id=self.items[-1].ticket_id,
+            message=message,
+            priority=entry.priority,
+            message_ids=tuple(i.message.message_id for i in self.items),
+        )
+
+    @property
+    def other_tickets(self) -> list[str]:
+        """The tickets answered by the reply stored under the last one's."""
+        return [item.ticket_id for item in self.items[:-1]]
 
 
 async def ensure_group(redis: Redis, stream: str) -> None:
@@ -85,6 +156,9 @@ class PriorityQueue:
         dedupe_ttl_s: int = 7 * 24 * 3600,
         reply_ttl_s: int = 7 * 24 * 3600,
         retry_after_s: int = 5,
+        merge_bursts: bool = False,
+        burst_ttl_s: int = 24 * 3600,
+        acks: Acknowledger | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -93,6 +167,11 @@ class PriorityQueue:
         self.dedupe_ttl_s = dedupe_ttl_s
         self.reply_ttl_s = reply_ttl_s
         self.retry_after_s = retry_after_s
+        self.merge_bursts = merge_bursts
+        self.burst_ttl_s = burst_ttl_s
+        self.acks = acks
+        self._begin_script = redis.register_script(_script("begin.lua"))
+        self._end_script = redis.register_script(_script("end_turn.lua"))
         self._admit_script = redis.register_script(_script("admit.lua"))
         self._finish_script = redis.register_script(_script("finish.lua"))
         self._direct_script = redis.register_script(_script("direct.lua"))
@@ -152,7 +231,9 @@ class PriorityQueue:
                     elif status == "duplicate":
                         future.set_result(Admission("duplicate", value, priority))
                     else:
-                        future.set_result(Admission("queued", value, priority))
+                        future.set_result(
+                            Admission("queued", value, priority, acked=status == "acked")
+                        )
         finally:
             self._flushers -= 1
 
@@ -176,20 +257,50 @@ class PriorityQueue:
         async with self.redis.pipeline(transaction=False) as pipe:
             for message, priority, wait_until, _ in batch:
                 limit = self.max_queue if priority >= 2 else self.hard_ceiling
+                ticket_id = new_ticket_id()
+                message_json = message.to_json()
+                conversation = message.conversation_key
                 pipe.evalsha(
                     self._admit_script.sha,
-                    5,
+                    8,
                     self.keys.seen(message.dedupe_key),
                     *streams,
                     streams[priority],
-                    new_ticket_id(),
+                    self.keys.burst(conversation),
+                    self.keys.acked(conversation),
+                    self.keys.outbox,
+                    ticket_id,
                     limit,
                     self.dedupe_ttl_s,
-                    message.to_json(),
+                    message_json,
                     now,
                     repr(wait_until),
+                    BurstItem.encode(ticket_id, priority, message_json)
+                    if self.merge_bursts
+                    else "",
+                    self.burst_ttl_s,
+                    self._acknowledgement(message, ticket_id, priority, wait_until),
                 )
             return list(await pipe.execute(raise_on_error=False))
+
+    def _acknowledgement(
+        self, message: InboundMessage, ticket_id: str, priority: int, wait_until: float
+    ) -> str:
+        """The acknowledgement reply's JSON, or '' when the answer will come soon enough (or
+        a synchronous waiter is there for it)."""
+        if self.acks is None or wait_until:
+            return ""
+        text = self.acks.acknowledgement(priority, message.metadata.locale)
+        if text is None:
+            return ""
+        return Reply.for_message(
+            message,
+            ticket_id=ticket_id,
+            priority=priority,
+            text=text.format(ticket=ticket_id),
+            source=ReplySource.ACK,
+            reply_id=f"A{ticket_id}",
+        ).to_json()
 
     async def answer_directly(
         self,
@@ -305,32 +416,107 @@ class PriorityQueue:
         raw = await self.redis.get(self.keys.reply(ticket_id))
         return Reply.from_json(raw) if raw else None
 
+    async def begin_turn(
+        self, entry: QueuedMessage, token: str, lock_ttl_ms: int, poll_s: float = 0.05
+    ) -> Turn | None:
+        """Take the entry's conversation for one turn (waiting while a worker of any process
+        has it): the conversation's unanswered messages, or None when the entry was answered
+        already, with an earlier message of its burst."""
+        conversation = entry.message.conversation_key
+        keys = [
+            self.keys.reply(entry.ticket_id),
+            self.keys.turn_lock(conversation),
+            self.keys.burst(conversation),
+        ]
+        while True:
+            found = await self._begin_script(
+                keys=keys, args=[token, lock_ttl_ms, MAX_TURN_MESSAGES]
+            )
+            status = _text(found[0])
+            if status == "done":
+                return None
+            if status == "turn":
+                break
+            await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
+        items = [BurstItem.decode(_text(raw)) for raw in found[1:]]
+        position = next(
+            (i for i, item in enumerate(items) if item.ticket_id == entry.ticket_id), None
+        )
+        if position is None:  # not listed (merge off, or the list expired): the entry alone
+            alone = BurstItem(entry.ticket_id, entry.priority, entry.message)
+            return Turn(token, (alone,), 0)
+        return Turn(token, tuple(items), len(items))
+
+    async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> None:
+        """Keep the turn locks (conversation, token) of work still in progress."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation, token in turns:
+                await self._end_script(
+                    keys=[self.keys.burst(conversation), self.keys.turn_lock(conversation)],
+                    args=[0, token, 0, lock_ttl_ms],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def end_turn(self, entry: QueuedMessage, turn: Turn, *, held: bool = False) -> None:
+        """End a turn that stored no reply: on failure just give the conversation back (the
+        entry is retried); with ``held``, the messages went to people: drop them from the
+        burst list and mark the others held (their entries are acked without a second
+        notice)."""
+        conversation = entry.message.conversation_key
+        keys = [self.keys.burst(conversation), self.keys.turn_lock(conversation)]
+        args: list[Any] = [turn.listed if held else 0, turn.token, self.reply_ttl_s, 0]
+        if held:
+            keys += [self.keys.held(t) for t in turn.other_tickets]
+        await self._end_script(keys=keys, args=args)
+
+    async def ack(self, entry: QueuedMessage) -> None:
+        """Ack an entry that needs no reply of its own (answered with its burst)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.stream(entry.priority), GROUP, entry.entry_id)
+            pipe.xdel(self.keys.stream(entry.priority), entry.entry_id)
+            await pipe.execute()
+
     async def finish(
-        self, entry: QueuedMessage, reply: Reply, *, dead_reason: str | None = None
+        self,
+        entry: QueuedMessage,
+        reply: Reply,
+        *,
+        turn: Turn | None = None,
+        dead_reason: str | None = None,
     ) -> bool:
-        """Store ``reply`` as the one answer to ``entry``, queue it for delivery, ack the entry.
+        """Store ``reply`` as the one answer to ``entry`` (and to the other messages of its
+        ``turn``), queue it for delivery, ack the entry and end the turn.
 
         The answer is counted in today's per-source counters (:class:`core.ledger.Ledger`).
 
         Returns False when the message already had a reply (it was processed twice): then
         nothing new is sent. With ``dead_reason`` the entry is also copied to the dead letters.
         """
+        conversation = entry.message.conversation_key
         keys = [
-            self.keys.reply(entry.ticket_id),
+            self.keys.reply(reply.ticket_id),
             self.keys.outbox,
             self.keys.stream(entry.priority),
             self.keys.stats_day(utc_day()),
+            self.keys.burst(conversation),
+            self.keys.turn_lock(conversation),
+            self.keys.acked(conversation),
+            self.keys.dead_letters,
         ]
+        if turn is not None:
+            keys += [self.keys.reply(t) for t in turn.other_tickets]
         args: list[Any] = [
             GROUP,
             entry.entry_id,
             reply.to_json(),
             self.reply_ttl_s,
             reply.source.value,
+            turn.listed if turn is not None else 0,
+            turn.token if turn is not None else "",
+            dead_reason or "",
+            entry.message.to_json() if dead_reason else "",
         ]
-        if dead_reason is not None:
-            keys.append(self.keys.dead_letters)
-            args += [entry.message.to_json(), dead_reason]
         created = await self._finish_script(keys=keys, args=args)
         return bool(created)
 

@@ -24,7 +24,7 @@ from core.aio import SerialByKey, wait_event
 from core.errors import StoreUnavailable
 from core.metrics import Metrics
 from core.models import InboundMessage, QueuedMessage, Reply
-from core.queue import PriorityQueue
+from core.queue import PriorityQueue, Turn
 
 log = logging.getLogger("peakdesk.worker")
 
@@ -82,6 +82,7 @@ class Worker:
         max_deliveries: int = 5,
         block_ms: int = 1000,
         shutdown_grace_s: float = 20.0,
+        burst_window_s: float = 0.0,
     ) -> None:
         self.queue = queue
         self.handler = handler
@@ -97,6 +98,11 @@ class Worker:
         self.max_deliveries = max_deliveries
         self.block_ms = block_ms
         self.shutdown_grace_s = shutdown_grace_s
+        self.burst_window_s = burst_window_s
+        # A conversation's turn lock outlives a crashed worker by the claim timeout, so the
+        # worker claiming its entry finds the conversation free again.
+        self.lock_ttl_ms = int(claim_idle_s * 1000)
+        self._turns: dict[str, str] = {}  # turn lock token -> conversation, while answering
         # Keyed by (priority, entry id): each priority stream numbers its entries on its own,
         # so the same id can stand in two streams at once.
         self._in_flight: dict[tuple[int, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
@@ -163,6 +169,9 @@ class Worker:
                     await self.queue.heartbeat(
                         self.consumer, [e for e, _ in self._in_flight.values()]
                     )
+                if self._turns:
+                    turns = [(c, t) for t, c in self._turns.items()]
+                    await self.queue.renew_turns(turns, self.lock_ttl_ms)
                 free = self._free_slots()
                 if free > 0 and not stop.is_set():
                     stale = await self.queue.claim_stale(
@@ -181,13 +190,15 @@ class Worker:
         if key in self._in_flight:
             return
         # Messages of one conversation are answered in the order they were read, so their
-        # replies cannot overtake each other; other conversations go on concurrently.
+        # replies cannot overtake each other; other conversations go on concurrently. A new
+        # message waits for the rest of its burst (the window after it arrived) first. While
+        # waiting it holds no slot.
         conversation = entry.message.conversation_key
-        if self._conversations.busy(conversation):
+        due = entry.enqueued_at + self.burst_window_s if self.burst_window_s else 0.0
+        waits = self._conversations.busy(conversation) or due > time.time()
+        if waits:
             self._waiting += 1
-            task = self._conversations.start(conversation, lambda: self._after_wait(entry))
-        else:
-            task = self._conversations.start(conversation, lambda: self.process(entry))
+        task = self._conversations.start(conversation, lambda: self._when_due(entry, due, waits))
         self._in_flight[key] = (entry, task)
         self.metrics.in_flight.inc()
 
@@ -198,9 +209,14 @@ class Worker:
 
         task.add_done_callback(done)
 
-    async def _after_wait(self, entry: QueuedMessage) -> None:
-        self._waiting -= 1
-        self._slot_freed.set()  # the budget is recomputed: this entry now holds a slot
+    async def _when_due(self, entry: QueuedMessage, due: float, waits: bool) -> None:
+        if waits:
+            try:
+                if (delay := due - time.time()) > 0:
+                    await asyncio.sleep(delay)
+            finally:
+                self._waiting -= 1
+                self._slot_freed.set()  # the budget is recomputed: this entry now holds a slot
         await self.process(entry)
 
     def _free_slots(self) -> int:
@@ -213,24 +229,40 @@ class Worker:
         )
 
     async def process(self, entry: QueuedMessage) -> None:
-        """Answer one entry and hand the reply over; on any error leave it pending for a retry."""
+        """Answer one entry (with the other unanswered messages of its conversation) and hand
+        the reply over; on any error leave it pending for a retry.
+
+        The conversation's turn lock makes one worker of all processes answer it at a time, so
+        replies never overtake each other; an entry answered with an earlier message of its
+        burst is acked without a reply of its own.
+        """
         priority = str(entry.priority)
+        token = f"{self.consumer}:{entry.ticket_id}"
+        turn: Turn | None = None
         try:
+            turn = await self.queue.begin_turn(entry, token, self.lock_ttl_ms)
+            if turn is None:
+                await self.queue.ack(entry)
+                self.metrics.processed.labels(priority, "merged").inc()
+                return
+            self._turns[token] = entry.message.conversation_key
+            answering = turn.merged(entry)
             if entry.deliveries > self.max_deliveries:
-                await self._dead_letter(entry)
+                dead, turn = turn, None
+                await self._dead_letter(entry, answering, dead)
                 return
             self.metrics.wait.labels(priority).observe(max(0.0, time.time() - entry.enqueued_at))
-            reply = await self.queue.stored_reply(entry.ticket_id)
-            if reply is None:
-                reply = await self._answer_showing_presence(entry)
+            reply = await self._answer_showing_presence(answering)
             if reply is None:  # passed to the people who have the conversation
+                await self.queue.end_turn(entry, turn, held=True)
+                turn = None
                 self.metrics.processed.labels(priority, "held").inc()
                 return
-            if await self.queue.finish(entry, reply):
-                await self.handler.remember(entry, reply)
+            finishing, turn = turn, None
+            if await self.queue.finish(entry, reply, turn=finishing):
+                await self.handler.remember(answering, reply)
                 self.metrics.processed.labels(priority, reply.source.value).inc()
-                if self.notifier is not None:
-                    self.notifier.notify(entry.ticket_id)
+                self._notify(finishing)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -240,6 +272,16 @@ class Worker:
                 type(exc).__name__,
                 exc_info=not isinstance(exc, RedisError),
             )
+        finally:
+            self._turns.pop(token, None)
+            if turn is not None:  # not finished: give the conversation back for the retry
+                with contextlib.suppress(RedisError):
+                    await self.queue.end_turn(entry, turn)
+
+    def _notify(self, turn: Turn) -> None:
+        if self.notifier is not None:
+            for item in turn.items:
+                self.notifier.notify(item.ticket_id)
 
     async def _answer_showing_presence(self, entry: QueuedMessage) -> Reply | None:
         presence = self.presence.get(entry.message.channel)
@@ -261,10 +303,13 @@ class Worker:
                 )
             await asyncio.sleep(self.typing_interval_s)
 
-    async def _dead_letter(self, entry: QueuedMessage) -> None:
+    async def _dead_letter(
+        self, entry: QueuedMessage, answering: QueuedMessage, turn: Turn
+    ) -> None:
         log.error("ticket %s: delivered %d times, dead-lettered", entry.ticket_id, entry.deliveries)
-        reply = await self.handler.fallback(entry, "dead_letter")
-        await self.queue.finish(entry, reply, dead_reason=f"deliveries={entry.deliveries}")
+        reply = await self.handler.fallback(answering, "dead_letter")
+        await self.queue.finish(
+            entry, reply, turn=turn, dead_reason=f"deliveries={entry.deliveries}"
+        )
         self.metrics.dead_letters.inc()
-        if self.notifier is not None:
-            self.notifier.notify(entry.ticket_id)
+        self._notify(turn)

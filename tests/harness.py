@@ -35,6 +35,8 @@ def make_settings(keys: Keys, **overrides: Any) -> Settings:
         "webhook_secret": WEBHOOK_SECRET,
         "peakdesk_redis_prefix": keys.prefix,
         "peakdesk_claim_idle_s": 2.0,
+        # One answer per message unless a test merges bursts: most tests count replies.
+        "peakdesk_burst_window_s": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

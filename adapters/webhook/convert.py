@@ -100,6 +100,7 @@ def callback_body(reply: Reply) -> dict[str, Any]:
     """The JSON a gateway receives for a reply (also the ``reply`` of a ``?wait`` answer)."""
     return {
         "message_id": reply.message_id,
+        "message_ids": reply.answered_ids,
         "conversation_id": reply.conversation_id,
         "user_id": reply.user_id,
         "ticket_id": reply.ticket_id,

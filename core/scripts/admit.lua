@@ -1,7 +1,12 @@
--- Admit one message: dedupe, admission limit and durable enqueue in one atomic step.
--- KEYS[1] dedupe key, KEYS[2..4] priority streams 0..2, KEYS[5] the target stream
+-- Admit one message: dedupe, admission limit and durable enqueue in one atomic step; with
+-- burst merge, note it among its conversation's unanswered messages; when its answer will take
+-- long, queue an acknowledgement (one per conversation until it is answered).
+-- KEYS[1] dedupe key, KEYS[2..4] priority streams 0..2, KEYS[5] the target stream,
+-- KEYS[6] the conversation's burst list, KEYS[7] its acknowledged marker, KEYS[8] the outbox
 -- ARGV[1] ticket id, ARGV[2] admission limit for this priority, ARGV[3] dedupe TTL (s),
--- ARGV[4] message JSON, ARGV[5] enqueued-at (unix s), ARGV[6] wait-until (unix s)
+-- ARGV[4] message JSON, ARGV[5] enqueued-at (unix s), ARGV[6] wait-until (unix s),
+-- ARGV[7] burst item ('' = no merging), ARGV[8] burst list / marker TTL (s),
+-- ARGV[9] acknowledgement reply JSON ('' = none)
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {'duplicate', existing}
@@ -12,4 +17,12 @@ if depth >= tonumber(ARGV[2]) then
 end
 redis.call('XADD', KEYS[5], '*', 't', ARGV[1], 'm', ARGV[4], 'e', ARGV[5], 'w', ARGV[6])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+if ARGV[7] ~= '' then
+  redis.call('RPUSH', KEYS[6], ARGV[7])
+  redis.call('EXPIRE', KEYS[6], ARGV[8])
+end
+if ARGV[9] ~= '' and redis.call('SET', KEYS[7], ARGV[1], 'NX', 'EX', ARGV[8]) then
+  redis.call('XADD', KEYS[8], '*', 'r', ARGV[9])
+  return {'acked', ARGV[1]}
+end
 return {'queued', ARGV[1]}

@@ -22,6 +22,7 @@ async def test_happy_path_queues_then_calls_back_once_with_the_answer(
         [callback] = await receiver.wait_for(1)
     assert callback == {
         "message_id": "m-1",
+        "message_ids": ["m-1"],
         "conversation_id": "u-1",
         "user_id": "u-1",
         "ticket_id": body["ticket_id"],

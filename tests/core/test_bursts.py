@@ -1,0 +1,184 @@
+"""One turn per burst, one worker per conversation across processes (fakeredis and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from redis.asyncio import Redis
+
+from core.handler import ReplyHandler
+from core.keys import Keys
+from core.llm import HolySheepClient
+from core.metrics import Metrics
+from core.models import InboundMessage, Reply
+from core.queue import PriorityQueue
+from core.state import ConversationState
+from core.worker import Worker
+from tests.fakes.openai_server import FakeOpenAI
+from tests.harness import inbound
+
+
+def said(n: int, text: str, conversation: str = "c1") -> InboundMessage:
+    return dataclasses.replace(inbound(n, text), conversation_id=conversation, user_id=conversation)
+
+
+async def outbox(redis: Redis, keys: Keys) -> list[Reply]:
+    return [Reply.from_json(f["r"]) for _, f in await redis.xrange(keys.outbox) if "r" in f]
+
+
+async def run_workers(workers: list[Worker], done: Any, timeout: float = 15.0) -> None:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        async with asyncio.timeout(timeout):
+            while not await done():  # noqa: ASYNC110 - the condition is a Redis read
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def make_worker(
+    queue: PriorityQueue, redis: Redis, keys: Keys, llm: HolySheepClient, **options: Any
+) -> Worker:
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    return Worker(queue, handler, Metrics(), block_ms=50, **options)
+
+
+async def test_messages_sent_within_the_window_get_one_answer_in_order(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    tickets = [
+        (await queue.admit(said(n, text), 2)).ticket_id
+        for n, text in enumerate(["hi", "my parcel is late", "what can I do?"])
+    ]
+    await queue.admit(said(9, "unrelated", conversation="c2"), 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.5)
+
+    async def answered() -> bool:
+        return len(await outbox(redis, keys)) == 2 and sum((await queue.depths()).values()) == 0
+
+    try:
+        await run_workers([worker], answered)
+    finally:
+        await llm.aclose()
+    assert fake_llm.calls == 2
+    asked = [r.json["messages"][-1]["content"] for r in fake_llm.requests]
+    assert "hi\nmy parcel is late\nwhat can I do?" in asked
+    [reply] = [r for r in await outbox(redis, keys) if r.conversation_id == "c1"]
+    assert reply.message_ids == ["m0", "m1", "m2"]
+    assert reply.message_id == "m2" and reply.ticket_id == tickets[-1]
+    for ticket in tickets:  # every message has its (one, shared) reply: none is answered again
+        stored = await queue.stored_reply(ticket)
+        assert stored is not None and stored.reply_id == reply.reply_id
+    assert not await redis.exists(keys.burst(said(0, "").conversation_key))
+
+
+async def test_messages_arriving_while_a_turn_is_answered_are_answered_together_next(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    first_call = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_first(payload: dict[str, Any]) -> str:
+        text = payload["messages"][-1]["content"]
+        if text == "first":
+            first_call.set()
+            await release.wait()
+        return f"re: {text}"
+
+    fake_llm.responder = slow_first
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.01)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await queue.admit(said(1, "first"), 2)
+        await asyncio.wait_for(first_call.wait(), 10)
+        await queue.admit(said(2, "second"), 2)
+        await queue.admit(said(3, "third"), 0)  # even a more urgent one waits its turn
+        await asyncio.sleep(0.3)
+        assert fake_llm.calls == 1  # nothing overtakes the turn in flight
+        release.set()
+        async with asyncio.timeout(10):
+            while len(await outbox(redis, keys)) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            while sum((await queue.depths()).values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+        await llm.aclose()
+    replies = await outbox(redis, keys)
+    assert [r.text for r in replies] == ["re: first", "re: second\nthird"]
+    assert [r.answered_ids for r in replies] == [["m1"], ["m2", "m3"]]
+    assert fake_llm.calls == 2
+
+
+async def test_two_worker_processes_never_answer_one_conversation_at_the_same_time(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    # Two workers with their own consumers stand for two processes: only Redis is shared.
+    busy: set[str] = set()
+    overlaps = 0
+
+    async def answer(payload: dict[str, Any]) -> str:
+        nonlocal overlaps
+        text = payload["messages"][-1]["content"]
+        conversation = text.split()[0]
+        if conversation in busy:
+            overlaps += 1
+        busy.add(conversation)
+        await asyncio.sleep(0.02)
+        busy.discard(conversation)
+        return text
+
+    fake_llm.responder = answer
+    queue = PriorityQueue(redis, keys)  # burst merge off: one answer per message
+    await queue.ensure_groups()
+    for n in range(24):
+        conversation = f"c{n % 3}"
+        await queue.admit(said(n, f"{conversation} message {n}", conversation), n % 3)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    workers = [make_worker(queue, redis, keys, llm, max_concurrent=8) for _ in range(2)]
+
+    async def answered() -> bool:
+        return len(await outbox(redis, keys)) == 24
+
+    try:
+        await run_workers(workers, answered)
+    finally:
+        await llm.aclose()
+    assert overlaps == 0
+    assert fake_llm.calls == 24
+    assert {r.message_id for r in await outbox(redis, keys)} == {f"m{n}" for n in range(24)}
+
+
+async def test_a_crashed_workers_turn_lock_lapses_and_the_message_is_answered(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    await queue.admit(said(1, "hello"), 2)
+    [entry] = await queue.read("dead-worker", 1)
+    assert await queue.begin_turn(entry, "dead-worker:token", lock_ttl_ms=300) is not None
+    # ...and that process died holding the conversation and the entry.
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, claim_idle_s=0.3)
+
+    async def answered() -> bool:
+        return len(await outbox(redis, keys)) == 1
+
+    try:
+        await run_workers([worker], answered)
+    finally:
+        await llm.aclose()
+    [reply] = await outbox(redis, keys)
+    assert reply.message_id == "m1" and fake_llm.calls == 1
