@@ -36,6 +36,7 @@ from core.ledger import Ledger
 from core.llm import HolySheepClient
 from core.metrics import Metrics
 from core.outbox import DeskSender, Outbox, ReplySender
+from core.peak import Budget, PeakMonitor
 from core.priority import PriorityDetector
 from core.provider import ProviderLimits
 from core.queue import PriorityQueue
@@ -88,6 +89,19 @@ class Runtime:
         )
         self.detector = PriorityDetector(s.priority_overrides)
         self.ledger = Ledger(self.redis, self.keys)
+        self.peak = PeakMonitor(
+            self.redis,
+            self.keys,
+            first_response_s=s.peakdesk_first_response_s,
+            targets_s=(s.peakdesk_target_p0_s, s.peakdesk_target_p1_s, s.peakdesk_target_p2_s),
+            mode=s.peakdesk_peak_mode,
+            slots=s.peakdesk_max_concurrent,
+            budget=Budget(s.peakdesk_token_budget_hour, s.peakdesk_token_budget_day),
+            lean_max_tokens=min(s.peakdesk_peak_max_tokens, s.holysheep_max_tokens),
+            fallback_model=s.holysheep_fallback_model,
+            metrics=self.metrics,
+        )
+        self.queue.acks = self.peak
         self.desk = HandoverDesk(self.redis, self.keys, staffed=s.slack_enabled)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.llm = HolySheepClient(
@@ -126,6 +140,8 @@ class Runtime:
             shop=self.shop,
             templates=TemplateAnswers(self.shop, load_templates(s.peakdesk_template_file)),
             template_mode=s.peakdesk_templates,
+            peak=self.peak,
+            breaker=CircuitBreaker(s.peakdesk_provider_failures, s.peakdesk_provider_probe_s),
         )
         secret = reveal(s.webhook_secret)
         senders: dict[str, ReplySender] = {
@@ -208,6 +224,7 @@ class Runtime:
         except StoreUnavailable:
             log.warning("Redis is not reachable at start-up; retrying in the background")
         loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.peak.run(self.stopping)))
         if self.telegram is not None:
             await self.telegram.start(self.stopping, self._tasks)
         if self.workers:
@@ -317,4 +334,5 @@ class SlackChannel:
             queue=runtime.queue,
             state=runtime.state,
             metrics=runtime.metrics,
+            peak=runtime.peak,
         )

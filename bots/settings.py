@@ -46,6 +46,20 @@ class Settings(BaseSettings):
     holysheep_rpm: int | None = Field(None, ge=1)
     holysheep_tpm: int | None = Field(None, ge=1)
     holysheep_concurrency: int | None = Field(None, ge=1)
+    # The cheaper model the degradation ladder switches to from level 2 (unset: no switch)
+    holysheep_fallback_model: str | None = None
+
+    # Peak mode, see core/peak.py
+    peakdesk_first_response_s: float = Field(5.0, ge=0)  # 0 = never acknowledge
+    peakdesk_target_p0_s: float = Field(30.0, gt=0)
+    peakdesk_target_p1_s: float = Field(120.0, gt=0)
+    peakdesk_target_p2_s: float = Field(600.0, gt=0)
+    peakdesk_peak_mode: Literal["auto", "on", "off", "0", "1", "2", "3", "4"] = "auto"
+    peakdesk_peak_max_tokens: int = Field(200, ge=1, le=32_000)
+    peakdesk_token_budget_hour: int | None = Field(None, ge=1)
+    peakdesk_token_budget_day: int | None = Field(None, ge=1)
+    peakdesk_provider_failures: int = Field(5, ge=1, le=1000)  # in a row: the circuit opens
+    peakdesk_provider_probe_s: float = Field(15.0, gt=0)  # then one probe call per period
 
     # State
     redis_url: str | None = None

@@ -24,11 +24,14 @@ from typing import Any, Final, Protocol
 
 from redis.exceptions import RedisError
 
+from core.circuit import OPEN as OPEN_CIRCUIT
+from core.circuit import CircuitBreaker
 from core.errors import LLMError
 from core.handover import OPEN, HandoverDesk, handover_notice
 from core.ledger import Ledger
 from core.metrics import Metrics
 from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource, language
+from core.peak import PeakMonitor, Plan
 from core.priority import Detection, PriorityDetector
 from core.shop import Shop, ShopUnavailable
 from core.state import ConversationState, Snapshot, Turn, normalise_text, response_cache_digest
@@ -63,6 +66,9 @@ FLIGHT_TTL_S: Final = 5  # a crashed process's flight ends this soon (renewed wh
 FLIGHT_WAIT_S: Final = 40  # longest wait for another process's shared answer
 FLIGHT_POLL_S: Final = 0.1
 HUMAN_INTENT: Final = "contact_human_agent"
+# Failures that count against the provider (its circuit breaker), besides retryable ones.
+PROVIDER_FAILURES: Final = frozenset(("timeout", "connection_error"))
+NORMAL: Final = Plan(0, None, None, None, templates_first=False)
 COMPLAINT_INTENT: Final = "complaint"
 
 APOLOGY = {
@@ -82,7 +88,13 @@ class ChatClient(Protocol):
     """What the handler needs of the LLM client (core.llm.HolySheepClient)."""
 
     async def complete(
-        self, messages: Any, *, tools: Any = None, tool_choice: Any = None
+        self,
+        messages: Any,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        tools: Any = None,
+        tool_choice: Any = None,
     ) -> Any: ...
 
 
@@ -124,6 +136,8 @@ class ReplyHandler:
         shop: Shop | None = None,
         templates: TemplateAnswers | None = None,
         template_mode: TemplateMode = "fallback",
+        peak: PeakMonitor | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.llm = llm
         self.state = state
@@ -137,6 +151,8 @@ class ReplyHandler:
         self.shop = shop
         self.templates = templates if template_mode != "never" else None
         self.template_mode = template_mode
+        self.peak = peak
+        self.breaker = breaker
         self._flights: dict[str, asyncio.Future[str | None]] = {}
 
     async def answer(self, entry: QueuedMessage) -> Reply | None:
@@ -165,12 +181,15 @@ class ReplyHandler:
             if self.shop is not None
             else None
         )
-        if self.template_mode == "always":
+        plan = self.peak.plan(entry.priority) if self.peak is not None else NORMAL
+        if self.template_mode == "always" or plan.templates_first:
             templated = await self._templated(detection, tools, message.metadata.locale)
             if templated is not None:
                 return self._reply(entry, templated, ReplySource.TEMPLATE)
 
         history, product = snapshot.history, snapshot.product
+        if plan.history_turns is not None:
+            history = history[-2 * plan.history_turns :]
         context = {**snapshot.context, **customer_facts(message.metadata)}
         digest = response_cache_digest(
             conversation,
@@ -179,7 +198,7 @@ class ReplyHandler:
             product,
             context,
             self.system_prompt,
-            self.model,
+            plan.model or self.model,
         )
         shared = self._shared_digest(entry, snapshot, detection, context)
         found, text = await self.state.lookup(digest, shared, FLIGHT_TTL_S)
@@ -190,7 +209,7 @@ class ReplyHandler:
                     found,
                     digest,
                     shared,
-                    lambda: self._complete(entry, history, product, context, tools),
+                    lambda: self._complete(entry, history, product, context, tools, plan),
                     tools,
                 )
             except LLMError as exc:
@@ -324,6 +343,7 @@ class ReplyHandler:
         product: dict[str, Any] | None,
         context: dict[str, str],
         tools: CustomerTools | None = None,
+        plan: Plan = NORMAL,
     ) -> str:
         """The LLM's answer (raises LLMError), after at most MAX_TOOL_ROUNDS rounds of tool
         calls; usage and cost of every call go to the metrics and the ledger."""
@@ -348,7 +368,7 @@ class ReplyHandler:
 
         try:
             for round_ in range(MAX_TOOL_ROUNDS + 1):
-                completion = await self._call(messages, tools, last=round_ == MAX_TOOL_ROUNDS)
+                completion = await self._call(messages, tools, plan, last=round_ == MAX_TOOL_ROUNDS)
                 if tools is None or not completion.tool_calls or round_ == MAX_TOOL_ROUNDS:
                     break
                 messages.append(
@@ -381,16 +401,30 @@ class ReplyHandler:
         return str(text)
 
     async def _call(
-        self, messages: list[dict[str, Any]], tools: CustomerTools | None, *, last: bool
+        self, messages: list[dict[str, Any]], tools: CustomerTools | None, plan: Plan, *, last: bool
     ) -> Any:
-        """One LLM call, accounted for. On the last round the model must answer in words."""
+        """One LLM call, accounted for, unless the token budget is spent or the provider's
+        circuit is open. On the last round the model must answer in words."""
+        if self.peak is not None and self.peak.budget_exhausted:
+            raise LLMError("the LLM token budget is spent", code="budget_exhausted")
+        if self.breaker is not None and not self.breaker.allow():
+            raise LLMError("the LLM provider keeps failing", code="provider_unavailable")
         started = time.monotonic()
-        if tools is None:
-            completion = await self.llm.complete(messages)
-        else:
-            completion = await self.llm.complete(
-                messages, tools=TOOL_SPECS, tool_choice="none" if last else None
-            )
+        options: dict[str, Any] = {"model": plan.model, "max_tokens": plan.max_tokens}
+        if tools is not None:
+            options |= {"tools": TOOL_SPECS, "tool_choice": "none" if last else None}
+        try:
+            completion = await self.llm.complete(messages, **options)
+        except LLMError as exc:
+            failed = exc.retryable or exc.status == 429 or exc.code in PROVIDER_FAILURES
+            if self.breaker is not None and failed:
+                self.breaker.record_failure()
+            raise
+        finally:
+            if self.breaker is not None:
+                self.metrics.provider_circuit.set(self.breaker.state == OPEN_CIRCUIT)
+        if self.breaker is not None:
+            self.breaker.record_success()
         self.metrics.llm_latency.observe(time.monotonic() - started)
         usage = completion.usage
         self.metrics.llm_tokens.labels("prompt").inc(usage.prompt_tokens)
@@ -398,7 +432,12 @@ class ReplyHandler:
         self.metrics.llm_tokens.labels("cached").inc(usage.cached_tokens)
         self.metrics.llm_cost.inc(completion.cost_usd)
         if self.ledger is not None:
-            self.ledger.record_llm_call(completion.cost_usd)
+            self.ledger.record_llm_call(
+                completion.cost_usd,
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.completion_tokens,
+            )
         return completion
 
     async def _templated(

@@ -25,6 +25,10 @@ log = logging.getLogger("peakdesk.ledger")
 
 WAIT_SAMPLES: Final = 1000  # per priority: the p95 of the latest waits
 LLM_SOURCE: Final = "llm"
+# Fields of the day's counters that are not answers per source.
+NON_ANSWER_FIELDS: Final = frozenset(
+    ("cost_usd", "llm_calls", "prompt_tokens", "cached_tokens", "completion_tokens")
+)
 
 
 def utc_day(at: float | None = None) -> str:
@@ -75,13 +79,25 @@ class Ledger:
         self.flush_interval_s = flush_interval_s
         self._calls: dict[tuple[int, str], int] = {}  # (minute, day) -> LLM calls
         self._cost: dict[str, float] = {}  # day -> USD
+        self._tokens: dict[tuple[int, str], list[int]] = {}  # (hour, day) -> prompt, cached, out
         self._waits: dict[int, list[int]] = {}  # priority -> waits in ms, newest last
 
-    def record_llm_call(self, cost_usd: float) -> None:
+    def record_llm_call(
+        self,
+        cost_usd: float,
+        prompt_tokens: int = 0,
+        cached_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """One LLM call: its cost and tokens (the token budgets count prompt + completion)."""
         now = time.time()
         slot = (int(now // 60), utc_day(now))
         self._calls[slot] = self._calls.get(slot, 0) + 1
         self._cost[slot[1]] = self._cost.get(slot[1], 0.0) + cost_usd
+        tokens = self._tokens.setdefault((int(now // 3600), slot[1]), [0, 0, 0])
+        tokens[0] += prompt_tokens
+        tokens[1] += cached_tokens
+        tokens[2] += completion_tokens
 
     def record_waits(self, waits: Mapping[int, Sequence[float]]) -> None:
         """Add the waits (seconds) of messages just taken from the queue, per priority."""
@@ -97,10 +113,10 @@ class Ledger:
             await self.flush()
 
     async def flush(self) -> None:
-        calls, cost, waits = self._calls, self._cost, self._waits
-        if not (calls or cost or waits):
+        calls, cost, waits, tokens = self._calls, self._cost, self._waits, self._tokens
+        if not (calls or cost or waits or tokens):
             return
-        self._calls, self._cost, self._waits = {}, {}, {}
+        self._calls, self._cost, self._waits, self._tokens = {}, {}, {}, {}
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (minute, day), count in calls.items():
@@ -110,6 +126,14 @@ class Ledger:
                 for day, usd in cost.items():
                     pipe.hincrbyfloat(self.keys.stats_day(day), "cost_usd", usd)
                     pipe.expire(self.keys.stats_day(day), 8 * 24 * 3600)
+                for (hour, day), (prompt, cached, completion) in tokens.items():
+                    stats = self.keys.stats_day(day)
+                    pipe.hincrby(stats, "prompt_tokens", prompt)
+                    pipe.hincrby(stats, "cached_tokens", cached)
+                    pipe.hincrby(stats, "completion_tokens", completion)
+                    for window, ttl in ((f"h{hour}", 2 * 3600), (f"d{day}", 2 * 24 * 3600)):
+                        pipe.incrby(self.keys.budget(window), prompt + completion)
+                        pipe.expire(self.keys.budget(window), ttl)
                 for priority, values in waits.items():
                     key = self.keys.waits(priority)
                     pipe.lpush(key, *values)
@@ -133,9 +157,7 @@ class Ledger:
             )
             for priority, raw in zip(PRIORITIES, waits, strict=True)
         }
-        answers = {
-            name: int(value) for name, value in day.items() if name not in ("cost_usd", "llm_calls")
-        }
+        answers = {name: int(value) for name, value in day.items() if name not in NON_ANSWER_FIELDS}
         return Dashboard(
             depth=depth,
             p95_wait_s=p95,

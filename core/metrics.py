@@ -97,6 +97,39 @@ class Metrics:
             ["channel", "outcome"],
             registry=r,
         )
+        self.acks = Counter(
+            "peakdesk_acknowledgements",
+            "Immediate acknowledgements sent because the full answer would take longer than "
+            "PEAKDESK_FIRST_RESPONSE_S, per priority.",
+            ["priority"],
+            registry=r,
+        )
+        self.peak_level = Gauge(
+            "peakdesk_peak_level",
+            "The degradation ladder's level (0 normal ... 4 acknowledgements for priority 2).",
+            registry=r,
+        )
+        self.estimated_wait = Gauge(
+            "peakdesk_estimated_wait_seconds",
+            "Estimated wait of a new message for its full answer, per priority (-1: unknown).",
+            ["priority"],
+            registry=r,
+        )
+        self.cached_token_share = Gauge(
+            "peakdesk_cached_token_share",
+            "Share of today's prompt tokens the provider's prefix cache served (all processes).",
+            registry=r,
+        )
+        self.cost_per_answer = Gauge(
+            "peakdesk_cost_per_answer_usd",
+            "Today's LLM cost over today's answers, all sources (all processes).",
+            registry=r,
+        )
+        self.provider_circuit = Gauge(
+            "peakdesk_provider_circuit_open",
+            "1 while this process's circuit breaker keeps calls from the LLM provider.",
+            registry=r,
+        )
 
         self.channel_events = Counter(
             "peakdesk_channel_events",

@@ -1,10 +1,10 @@
 """The Slack app for support staff: a slack-bolt ``AsyncApp`` on the peakdesk server.
 
 Routes: ``POST /slack/events`` (staff replies in hand-over threads), ``POST /slack/commands``
-(``/peakdesk stats | takeover <ticket> | release <ticket>``) and ``POST /slack/interactivity``
-(the Take over / Return to bot / Resolve buttons). Bolt verifies every request with the
-signing secret (401 on a bad signature or a timestamp over 5 minutes old) and answers
-``url_verification``.
+(``/peakdesk stats | takeover <ticket> | release <ticket> | peak <mode>``) and
+``POST /slack/interactivity`` (the Take over / Return to bot / Resolve buttons). Bolt verifies
+every request with the signing secret (401 on a bad signature or a timestamp over 5 minutes
+old) and answers ``url_verification``.
 
 Acknowledging: Slack wants a 2xx within 3 s and retries otherwise. Each listener does only the
 durable part (one Redis script: the ownership change, the staff reply queued in the outbox)
@@ -39,6 +39,7 @@ from core.handover import HandoverDesk, Operation, staff_reply_id
 from core.ledger import Ledger
 from core.metrics import Metrics
 from core.models import InboundMessage
+from core.peak import MODES, PeakMonitor
 from core.queue import PriorityQueue
 from core.state import ConversationState
 
@@ -54,6 +55,7 @@ _ACTIONS: Final[dict[str, Operation]] = {
 }
 USAGE: Final = (
     "Usage: `/peakdesk stats` · `/peakdesk takeover <ticket>` · `/peakdesk release <ticket>`"
+    " · `/peakdesk peak on|off|auto|0-4`"
 )
 
 
@@ -71,8 +73,10 @@ class SlackApp:
         queue: PriorityQueue,
         state: ConversationState,
         metrics: Metrics,
+        peak: PeakMonitor | None = None,
     ) -> None:
         self.support_channel = support_channel
+        self.peak = peak
         self.desk = desk
         self.ledger = ledger
         self.queue = queue
@@ -172,12 +176,22 @@ class SlackApp:
         user = str(command.get("user_id") or "")
         if words == ["stats"]:
             dashboard = await self.ledger.dashboard(await self.queue.depths())
-            answer = stats_text(dashboard)
+            answer = stats_text(dashboard, self.peak.summary() if self.peak else None)
+        elif len(words) == 2 and words[0] == "peak" and self.peak is not None:
+            answer = await self._force_peak(words[1].lower(), user)
         elif len(words) == 2 and words[0] in ("takeover", "release"):
             answer = await self._by_ticket(words[0], words[1].upper(), user)
         else:
             answer = USAGE
         await ack(text=answer, response_type="ephemeral")
+
+    async def _force_peak(self, mode: str, user: str) -> str:
+        assert self.peak is not None
+        if mode not in MODES:
+            return f"Peak mode: one of {', '.join(f'`{m}`' for m in MODES)}."
+        await self.peak.force(mode)
+        log.info("peak mode set to %s by staff member %s", mode, user)
+        return f"Peak mode for every process: {self.peak.summary()}"
 
     async def _by_ticket(self, verb: str, ticket: str, user: str) -> str:
         conversation = await self.desk.find(ticket)

@@ -152,8 +152,8 @@ def to_plain(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
 
 
-def stats_text(dashboard: Dashboard) -> str:
-    """The ``/peakdesk stats`` answer."""
+def stats_text(dashboard: Dashboard, peak: str | None = None) -> str:
+    """The ``/peakdesk stats`` answer (``peak``: the peak mode's summary line)."""
     lines = ["*peakdesk queue* (all processes)"]
     for priority, name in PRIORITY_NAMES.items():
         wait = dashboard.p95_wait_s.get(priority)
@@ -167,4 +167,6 @@ def stats_text(dashboard: Dashboard) -> str:
         f"• LLM cost today (UTC): ${dashboard.cost_today_usd:,.2f}",
         f"• Open hand-overs: {dashboard.open_handovers:,}",
     ]
+    if peak is not None:
+        lines.append(f"• Peak mode: {peak}")
     return "\n".join(lines)
