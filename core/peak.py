@@ -231,6 +231,11 @@ class PeakMonitor:
         await self.redis.set(self.keys.peak_mode, mode)
         await self.refresh()
 
+    def admitted(self, priority: int) -> None:
+        """Count a message this process queued until the next refresh reads the queue: the
+        first second of a spike is acknowledged too."""
+        self.depths[priority] += 1
+
     # -- refreshing ---------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -66,6 +66,9 @@ class Acknowledger(Protocol):
     def acknowledgement(self, priority: int, locale: str | None) -> str | None:
         """The acknowledgement's text (``{ticket}`` stands for the ticket id), or None."""
 
+    def admitted(self, priority: int) -> None:
+        """A message was queued (its wait counts before the next look at the queue)."""
+
 
 # Burst items: ticket, priority and message JSON; JSON escapes control characters, so the
 # separator cannot occur inside the message.
@@ -231,6 +234,8 @@ class PriorityQueue:
                     elif status == "duplicate":
                         future.set_result(Admission("duplicate", value, priority))
                     else:
+                        if self.acks is not None:
+                            self.acks.admitted(priority)
                         future.set_result(
                             Admission("queued", value, priority, acked=status == "acked")
                         )

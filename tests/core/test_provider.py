@@ -143,3 +143,23 @@ async def test_worker_processes_on_one_redis_stay_within_one_limit(keys: Keys) -
     assert stamps[-1] - stamps[0] >= 1.8
     for i in range(len(stamps) - 21):
         assert stamps[i + 21] - stamps[i] >= 0.95  # never more than 21 in a second
+
+
+async def test_waiting_for_room_under_the_limits_does_not_use_up_the_calls_deadline(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    # One request a second; a 0.4 s deadline. The second call waits ~1 s for its turn under
+    # the shared limit: that wait is queueing, not the provider being slow, so it is answered.
+    limits = ProviderLimits(redis, keys, rpm=60, burst_s=0)
+    client = HolySheepClient(
+        api_key="sk-test", base_url=fake_llm.base_url, deadline=0.4, limits=limits
+    )
+    try:
+        first, second = await asyncio.gather(
+            client.complete([{"role": "user", "content": "a"}]),
+            client.complete([{"role": "user", "content": "b"}]),
+        )
+    finally:
+        await client.aclose()
+    assert first.text and second.text
+    assert fake_llm.requests[1].at - fake_llm.requests[0].at >= 0.9

@@ -432,3 +432,19 @@ def _completion(text: str) -> dict[str, Any]:
         ],
         "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
     }
+
+
+async def test_slash_command_peak_forces_the_mode_for_every_process(svc: Service) -> None:
+    _, body = await to_slack_app(svc, "/slack/commands", command_body("peak on"))
+    assert "on, level 2 (cheaper model)" in json.loads(body)["text"]
+    assert await svc.runtime.redis.get(svc.runtime.keys.peak_mode) == "on"
+    _, body = await to_slack_app(svc, "/slack/commands", command_body("stats"))
+    assert "Peak mode: on, level 2" in json.loads(body)["text"]
+    _, body = await to_slack_app(svc, "/slack/commands", command_body("peak AUTO"))
+    # Back on auto the level comes down step by step, one per cool-down (30 s).
+    assert "auto, level 2" in json.loads(body)["text"]
+    _, body = await to_slack_app(svc, "/slack/commands", command_body("peak off"))
+    assert "off, level 0 (normal)" in json.loads(body)["text"]
+    _, body = await to_slack_app(svc, "/slack/commands", command_body("peak turbo"))
+    assert "one of `auto`, `on`, `off`" in json.loads(body)["text"]
+    assert await svc.runtime.redis.get(svc.runtime.keys.peak_mode) == "off"

@@ -1,0 +1,288 @@
+"""Peak mode: estimated waits, acknowledgements, the ladder and what each level changes."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from adapters.store.demo import DemoShop
+from core.circuit import CircuitBreaker
+from core.handler import ReplyHandler
+from core.keys import Keys
+from core.ledger import utc_day
+from core.llm import HolySheepClient
+from core.metrics import Metrics
+from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
+from core.peak import Budget, PeakMonitor, describe_wait, level_for
+from core.state import ConversationState
+from core.templates import TemplateAnswers
+from tests.fakes.openai_server import FakeOpenAI
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def answered(redis: Redis, keys: Keys, count: int) -> None:
+    """Count ``count`` more answers today, as the finish script does."""
+    await redis.hincrby(keys.stats_day(utc_day()), "llm", count)
+
+
+async def queued(redis: Redis, keys: Keys, priority: int, count: int) -> None:
+    for _ in range(count):
+        await redis.xadd(keys.stream(priority), {"t": "T", "m": "{}", "e": "0", "w": "0"})
+
+
+def test_waits_are_described_rounded_up_in_the_customers_language() -> None:
+    assert describe_wait(20, None) == "1 minute"
+    assert describe_wait(61, "en") == "2 minutes"
+    assert describe_wait(17 * 60, "en") == "20 minutes"
+    assert describe_wait(3 * 3600 - 5, "en") == "3 hours"
+    assert describe_wait(300, "zh-CN") == "5 分钟"
+
+
+def test_levels_follow_pressure_and_the_spent_budget() -> None:
+    assert level_for(0.1, 0.0) == 0
+    assert level_for(0.3, 0.0) == 1
+    assert level_for(0.7, 0.0) == 2
+    assert level_for(1.2, 0.0) == 3
+    assert level_for(9.0, 0.0) == 4
+    assert level_for(0.0, 0.85) == 2
+    assert level_for(0.0, 0.97) == 3
+    assert Budget(1000, 10_000).spent_share(500, 9_000) == 0.9
+    assert Budget().spent_share(10**9, 10**9) == 0.0
+
+
+async def test_the_wait_is_depth_ahead_over_the_measured_answer_rate(
+    redis: Redis, keys: Keys
+) -> None:
+    clock = Clock()
+    monitor = PeakMonitor(redis, keys, slots=10, clock=clock)
+    await monitor.refresh()
+    assert monitor.estimated_wait(2) == 0.0  # idle
+    await queued(redis, keys, 0, 5)
+    await queued(redis, keys, 2, 95)
+    await monitor.refresh()
+    assert math.isinf(monitor.estimated_wait(2))  # a backlog and no rate measured yet
+    assert monitor.estimated_wait(0) == 0.0  # the urgent ones fit the slots
+    clock.now += 1
+    await answered(redis, keys, 10)
+    await monitor.refresh()
+    assert monitor.rate == 10.0
+    assert monitor.estimated_wait(0) == pytest.approx(0.5)  # 5 ahead at 10/s
+    assert monitor.estimated_wait(2) == pytest.approx(10.0)  # 100 ahead
+
+
+async def test_acknowledgements_only_when_the_answer_will_take_longer_than_promised(
+    redis: Redis, keys: Keys
+) -> None:
+    clock = Clock()
+    monitor = PeakMonitor(redis, keys, first_response_s=5, slots=10, clock=clock)
+    await monitor.refresh()
+    clock.now += 1
+    await answered(redis, keys, 10)
+    await queued(redis, keys, 0, 20)
+    await queued(redis, keys, 2, 200)
+    await monitor.refresh()
+    assert monitor.acknowledgement(0, None) is None  # 2 s
+    ack = monitor.acknowledgement(2, None)  # 22 s
+    assert ack is not None and "{ticket}" in ack and "1 minute" in ack
+    zh = monitor.acknowledgement(2, "zh")
+    assert zh is not None and "工单号 {ticket}" in zh
+    assert PeakMonitor(redis, keys, first_response_s=0).acknowledgement(2, None) is None
+
+
+async def test_the_ladder_climbs_at_once_and_comes_down_one_step_per_cool_down(
+    redis: Redis, keys: Keys
+) -> None:
+    clock = Clock()
+    metrics = Metrics()
+    monitor = PeakMonitor(
+        redis,
+        keys,
+        slots=10,
+        clock=clock,
+        cool_down_s=30,
+        targets_s=(30, 120, 600),
+        metrics=metrics,
+    )
+    await monitor.refresh()
+    clock.now += 1
+    await answered(redis, keys, 10)
+    await queued(redis, keys, 0, 600)  # 60 s for priority 0: twice its target
+    await monitor.refresh()
+    assert monitor.level == 4
+    assert metrics.peak_level._value.get() == 4
+    assert metrics.estimated_wait.labels("0")._value.get() == pytest.approx(60.0)
+    await redis.delete(keys.stream(0))
+    for _ in range(3):  # calm now, but the level holds for the cool-down
+        clock.now += 10
+        await answered(redis, keys, 10)
+        await monitor.refresh()
+    assert monitor.level == 4
+    clock.now += 30
+    await monitor.refresh()
+    assert monitor.level == 3
+    clock.now += 30
+    await monitor.refresh()
+    assert monitor.level == 2
+
+
+async def test_staff_force_the_mode_for_every_process(redis: Redis, keys: Keys) -> None:
+    mine = PeakMonitor(redis, keys)
+    other = PeakMonitor(redis, keys)  # another process, same Redis
+    await mine.force("on")
+    await other.refresh()
+    assert other.effective_mode == "on" and other.level == 2
+    await mine.force("4")
+    await other.refresh()
+    assert other.level == 4
+    await mine.force("off")
+    await other.refresh()
+    assert other.level == 0 and "off, level 0 (normal)" in other.summary()
+    with pytest.raises(ValueError):
+        await mine.force("turbo")
+
+
+async def test_a_spent_budget_raises_the_level_and_stops_llm_calls(
+    redis: Redis, keys: Keys
+) -> None:
+    monitor = PeakMonitor(redis, keys, budget=Budget(tokens_per_hour=1000))
+    hour = f"h{int(time.time() // 3600)}"
+    await redis.set(keys.budget(hour), 850)
+    await monitor.refresh()
+    assert monitor.level == 2 and not monitor.budget_exhausted
+    await redis.set(keys.budget(hour), 1000)
+    await monitor.refresh()
+    assert monitor.level == 3 and monitor.budget_exhausted
+
+
+# -- what the levels change in the handler ---------------------------------------------------
+
+
+def entry(text: str, priority: int = 2, n: int = 1) -> QueuedMessage:
+    message = InboundMessage(
+        channel="webhook",
+        account="gw",
+        message_id=f"m{n}",
+        user_id="u1",
+        conversation_id="c1",
+        text=text,
+    )
+    return QueuedMessage(
+        entry_id=f"{n}-0", priority=priority, ticket_id=f"T{n}", message=message, enqueued_at=0
+    )
+
+
+@pytest.fixture
+async def llm(fake_llm: FakeOpenAI) -> AsyncIterator[HolySheepClient]:
+    client = HolySheepClient(
+        api_key="sk-test", base_url=fake_llm.base_url, backoff_base=0.01, max_attempts=1
+    )
+    yield client
+    await client.aclose()
+
+
+def peak_handler(
+    llm: HolySheepClient, redis: Redis, keys: Keys, monitor: PeakMonitor, **options: object
+) -> ReplyHandler:
+    demo = DemoShop()
+    return ReplyHandler(
+        llm,
+        ConversationState(redis, keys),
+        Metrics(),
+        shop=demo,
+        templates=TemplateAnswers(demo),
+        peak=monitor,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def reply_to(handler: ReplyHandler, queued: QueuedMessage) -> Reply:
+    reply = await handler.answer(queued)
+    assert reply is not None
+    return reply
+
+
+async def test_lean_levels_shorten_answers_trim_history_and_switch_model(
+    redis: Redis, keys: Keys, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    monitor = PeakMonitor(redis, keys, lean_max_tokens=120, fallback_model="cheap-model")
+    handler = peak_handler(llm, redis, keys, monitor)
+    state = handler.state
+    for n in range(5):
+        await state.record_turn(
+            "webhook:gw:c1",
+            [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}],
+        )
+    await reply_to(handler, entry("tell me a joke", n=1))
+    normal = fake_llm.requests[-1].json
+    assert normal["max_tokens"] == 500 and normal["model"] == "deepseek-v3.2"
+    assert len([m for m in normal["messages"] if m["role"] == "assistant"]) == 5
+
+    await monitor.force("1")
+    await reply_to(handler, entry("tell me another joke", n=2))
+    lean = fake_llm.requests[-1].json
+    assert lean["max_tokens"] == 120 and lean["model"] == "deepseek-v3.2"
+    assert [m["content"] for m in lean["messages"] if m["role"] == "assistant"] == ["a3", "a4"]
+    await monitor.force("2")
+    await reply_to(handler, entry("one more joke", n=3))
+    assert fake_llm.requests[-1].json["model"] == "cheap-model"
+
+
+async def test_level_3_answers_priority_2_from_templates_without_the_llm(
+    redis: Redis, keys: Keys, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    monitor = PeakMonitor(redis, keys)
+    handler = peak_handler(llm, redis, keys, monitor)
+    await monitor.force("3")
+    question = "what payment methods do you accept?"
+    reply = await reply_to(handler, entry(question, priority=2, n=1))
+    assert reply.source is ReplySource.TEMPLATE and fake_llm.calls == 0
+    urgent = await reply_to(handler, entry(question, priority=1, n=2))
+    assert urgent.source is ReplySource.LLM and fake_llm.calls == 1
+    await monitor.force("2")
+    reply = await reply_to(handler, entry(question + " thanks", priority=2, n=3))
+    assert reply.source is ReplySource.LLM
+
+
+async def test_with_the_budget_spent_no_llm_call_is_made(
+    redis: Redis, keys: Keys, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    monitor = PeakMonitor(redis, keys, budget=Budget(tokens_per_day=100))
+    await redis.set(keys.budget(f"d{utc_day()}"), 100)
+    await monitor.refresh()
+    handler = peak_handler(llm, redis, keys, monitor)
+    templated = await reply_to(handler, entry("how long does delivery take?", priority=1, n=1))
+    assert templated.source is ReplySource.TEMPLATE
+    apology = await reply_to(handler, entry("write me a poem", priority=1, n=2))
+    assert apology.source is ReplySource.FALLBACK and apology.error_code == "budget_exhausted"
+    assert fake_llm.calls == 0
+
+
+async def test_the_provider_breaker_opens_after_failures_and_a_probe_closes_it(
+    redis: Redis, keys: Keys, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_after_s=15, clock=clock)
+    handler = peak_handler(llm, redis, keys, PeakMonitor(redis, keys), breaker=breaker)
+    fake_llm.script(status=503, times=2)
+    for n in (1, 2):
+        failed = await reply_to(handler, entry(f"question {n}", n=n))
+        assert failed.source is ReplySource.FALLBACK
+    assert fake_llm.calls == 2 and breaker.state == "open"
+    assert handler.metrics.provider_circuit._value.get() == 1
+    skipped = await reply_to(handler, entry("question 3", n=3))
+    assert skipped.error_code == "provider_unavailable" and fake_llm.calls == 2
+    clock.now += 15  # the probe goes out and succeeds
+    probe = await reply_to(handler, entry("question 4", n=4))
+    assert probe.source is ReplySource.LLM and breaker.state == "closed"
+    assert handler.metrics.provider_circuit._value.get() == 0
