@@ -231,10 +231,12 @@ class PeakMonitor:
         await self.redis.set(self.keys.peak_mode, mode)
         await self.refresh()
 
-    def admitted(self, priority: int) -> None:
+    def admitted(self, priority: int, acked: bool) -> None:
         """Count a message this process queued until the next refresh reads the queue: the
         first second of a spike is acknowledged too."""
         self.depths[priority] += 1
+        if acked and self.metrics is not None:
+            self.metrics.acks.labels(str(priority)).inc()
 
     # -- refreshing ---------------------------------------------------------------------
 

@@ -66,8 +66,8 @@ class Acknowledger(Protocol):
     def acknowledgement(self, priority: int, locale: str | None) -> str | None:
         """The acknowledgement's text (``{ticket}`` stands for the ticket id), or None."""
 
-    def admitted(self, priority: int) -> None:
-        """A message was queued (its wait counts before the next look at the queue)."""
+    def admitted(self, priority: int, acked: bool) -> None:
+        """A message was queued, acknowledged or not."""
 
 
 # Burst items: ticket, priority and message JSON; JSON escapes control characters, so the
@@ -235,7 +235,7 @@ class PriorityQueue:
                         future.set_result(Admission("duplicate", value, priority))
                     else:
                         if self.acks is not None:
-                            self.acks.admitted(priority)
+                            self.acks.admitted(priority, status == "acked")
                         future.set_result(
                             Admission("queued", value, priority, acked=status == "acked")
                         )

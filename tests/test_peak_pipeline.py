@@ -44,10 +44,12 @@ async def test_a_backlog_gets_acknowledgements_first_and_every_full_answer_later
         await asyncio.sleep(0.3)  # nothing more arrives
         callbacks = receiver.accepted
         estimated = svc.runtime.peak.estimated_wait(2)
+        counted = sum(svc.runtime.metrics.acks.labels(str(p))._value.get() for p in (0, 1, 2))
 
     acks = [c for c in callbacks if c["source"] == "ack"]
     answers = [c for c in callbacks if c["source"] != "ack"]
     assert acks, f"no acknowledgement (estimated wait {estimated})"
+    assert counted == len(acks)
     for ack in acks:
         assert ack["reply_id"] == "A" + ack["ticket_id"]
         assert ack["ticket_id"] in ack["text"] and "expect to answer within" in ack["text"]
