@@ -7,7 +7,7 @@ call and corrected with the usage after it) and calls in flight (``HOLYSHEEP_CON
 leases that expire if their process dies) in Redis, each taken by one Lua script (GCRA with
 Redis's clock).
 
-It adapts: a 429, or ``x-ratelimit-remaining-*`` headers saying less than 5% is left, cut the
+It adapts: a 429, or ``x-ratelimit-remaining-*`` headers saying less than 0.5% is left, cut the
 shared rate factor (x0.7, at most once per 2 s however many calls saw it); every successful
 call raises it again by 0.01, back to the full limit. The LLM client asks before each attempt
 and reports after it (:class:`core.llm.HolySheepClient` ``limits``).
@@ -27,7 +27,14 @@ from redis.asyncio import Redis
 
 from core.keys import Keys
 
-LOW_REMAINING: Final = 0.05  # of the limit left, per the provider's headers: slow down
+# Paced at 98% of the provider's limits: with the 1 s burst the GCRA allows, a minute never
+# holds more than the limit, and the provider's sliding window keeps a little room.
+HEADROOM: Final = 0.98
+# Of a limit left, per the provider's headers, under which we slow down. Paced at 98%, we
+# leave ~2% ourselves: less than that means another client shares the account (or the
+# provider counts differently), and a larger threshold would cut us below the limit whenever
+# we use it fully.
+LOW_REMAINING: Final = 0.005
 CUT: Final = 0.7
 RAISE: Final = 0.01
 LOWEST: Final = 0.1
@@ -69,8 +76,8 @@ class ProviderLimits:
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.rpm = rpm or 0
-        self.tpm = tpm or 0
+        self.rpm = (rpm or 0) * HEADROOM
+        self.tpm = (tpm or 0) * HEADROOM
         self.concurrency = concurrency or 0
         self.burst_ms = burst_s * 1000
         self.cooldown_ms = cooldown_s * 1000
@@ -144,7 +151,7 @@ class ProviderLimits:
 
 
 def _little_left(headers: Mapping[str, str]) -> bool:
-    """Whether ``x-ratelimit-remaining-*`` says under 5% of a limit is left."""
+    """Whether ``x-ratelimit-remaining-*`` says under LOW_REMAINING of a limit is left."""
     for kind in ("requests", "tokens"):
         try:
             limit = float(headers.get(f"x-ratelimit-limit-{kind}", ""))
