@@ -44,7 +44,7 @@ from core.ratelimit import RateLimiter
 from core.shop import CachedShop, Shop
 from core.state import ConversationState
 from core.store import connect_redis
-from core.templates import TemplateAnswers, load_templates
+from core.templates import InstantAnswers, TemplateAnswers, load_templates
 from core.worker import Presence, Worker, consumer_name
 
 log = logging.getLogger("peakdesk.runtime")
@@ -127,6 +127,10 @@ class Runtime:
         self.shop = CachedShop(
             self._store(), self.redis, self.keys, catalogue_ttl_s=s.peakdesk_catalogue_ttl_s
         )
+        templates = TemplateAnswers(self.shop, load_templates(s.peakdesk_template_file))
+        if s.peakdesk_templates != "never" and self.queue.merge_bursts:
+            # Needs the burst lists: an instant answer must not overtake a queued message.
+            self.queue.instant = InstantAnswers(templates, self.detector, self.peak, self.state)
         self.handler = ReplyHandler(
             self.llm,
             self.state,
@@ -138,7 +142,7 @@ class Runtime:
             ledger=self.ledger,
             escalate_after_failures=s.peakdesk_escalate_after_failures,
             shop=self.shop,
-            templates=TemplateAnswers(self.shop, load_templates(s.peakdesk_template_file)),
+            templates=templates,
             template_mode=s.peakdesk_templates,
             peak=self.peak,
             breaker=CircuitBreaker(s.peakdesk_provider_failures, s.peakdesk_provider_probe_s),

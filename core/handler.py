@@ -28,6 +28,7 @@ from core.circuit import OPEN as OPEN_CIRCUIT
 from core.circuit import CircuitBreaker
 from core.errors import LLMError
 from core.handover import OPEN, HandoverDesk, handover_notice
+from core.intents import OTHER
 from core.ledger import Ledger
 from core.metrics import Metrics
 from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource, language
@@ -66,10 +67,13 @@ FLIGHT_TTL_S: Final = 5  # a crashed process's flight ends this soon (renewed wh
 FLIGHT_WAIT_S: Final = 40  # longest wait for another process's shared answer
 FLIGHT_POLL_S: Final = 0.1
 HUMAN_INTENT: Final = "contact_human_agent"
+COMPLAINT_INTENT: Final = "complaint"
 # Failures that count against the provider (its circuit breaker), besides retryable ones.
 PROVIDER_FAILURES: Final = frozenset(("timeout", "connection_error"))
+# Intents whose answers are never shared by intent alone: too vague, or handed to people.
+UNSHARED_INTENTS: Final = frozenset((OTHER, HUMAN_INTENT, COMPLAINT_INTENT))
+_CJK: Final = re.compile(r"[\u3400-\u9fff]")
 NORMAL: Final = Plan(0, None, None, None, templates_first=False)
-COMPLAINT_INTENT: Final = "complaint"
 
 APOLOGY = {
     "en": (
@@ -95,6 +99,7 @@ class ChatClient(Protocol):
         max_tokens: int | None = None,
         tools: Any = None,
         tool_choice: Any = None,
+        priority: int = 0,
     ) -> Any: ...
 
 
@@ -200,7 +205,7 @@ class ReplyHandler:
             self.system_prompt,
             plan.model or self.model,
         )
-        shared = self._shared_digest(entry, snapshot, detection, context)
+        shared = self._shared_digest(entry, snapshot, detection, context, plan)
         found, text = await self.state.lookup(digest, shared, FLIGHT_TTL_S)
         source = ReplySource.CACHE
         if text is None:
@@ -239,18 +244,26 @@ class ReplyHandler:
         snapshot: Snapshot,
         detection: Detection,
         context: dict[str, str],
+        plan: Plan,
     ) -> str | None:
         """The key of an answer any customer may share, or None when this one is personal:
-        the conversation has history or customer context, or names an order or product."""
+        the conversation has history or customer context, or names an order or product.
+
+        The same normalised text shares an answer always; in peak mode (ladder level 1 and
+        up) so does the same intent in the same language: at 500x traffic thousands ask how
+        refunds work in their own words, and one answer serves them all.
+        """
         message = entry.message
         if snapshot.history or context or snapshot.product is not None or detection.order_id:
             return None
+        by_intent = plan.level >= 1 and detection.intent not in UNSHARED_INTENTS
+        locale = message.metadata.locale or ("zh" if _CJK.search(message.text) else "")
         return response_cache_digest(
             "shared",
-            normalise_text(message.text),
-            message.metadata.locale or "",
+            f"intent:{detection.intent}" if by_intent else normalise_text(message.text),
+            language(locale) if by_intent else locale,
             self.system_prompt,
-            self.model,
+            plan.model or self.model,
             "tools" if self.shop is not None else "",
         )
 
@@ -368,7 +381,8 @@ class ReplyHandler:
 
         try:
             for round_ in range(MAX_TOOL_ROUNDS + 1):
-                completion = await self._call(messages, tools, plan, last=round_ == MAX_TOOL_ROUNDS)
+                last = round_ == MAX_TOOL_ROUNDS
+                completion = await self._call(messages, tools, plan, entry.priority, last=last)
                 if tools is None or not completion.tool_calls or round_ == MAX_TOOL_ROUNDS:
                     break
                 messages.append(
@@ -401,7 +415,13 @@ class ReplyHandler:
         return str(text)
 
     async def _call(
-        self, messages: list[dict[str, Any]], tools: CustomerTools | None, plan: Plan, *, last: bool
+        self,
+        messages: list[dict[str, Any]],
+        tools: CustomerTools | None,
+        plan: Plan,
+        priority: int,
+        *,
+        last: bool,
     ) -> Any:
         """One LLM call, accounted for, unless the token budget is spent or the provider's
         circuit is open. On the last round the model must answer in words."""
@@ -410,7 +430,11 @@ class ReplyHandler:
         if self.breaker is not None and not self.breaker.allow():
             raise LLMError("the LLM provider keeps failing", code="provider_unavailable")
         started = time.monotonic()
-        options: dict[str, Any] = {"model": plan.model, "max_tokens": plan.max_tokens}
+        options: dict[str, Any] = {
+            "model": plan.model,
+            "max_tokens": plan.max_tokens,
+            "priority": priority,
+        }
         if tools is not None:
             options |= {"tools": TOOL_SPECS, "tool_choice": "none" if last else None}
         try:

@@ -256,8 +256,12 @@ class HolySheepClient:
         deadline: float | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        priority: int = 0,
     ) -> Completion:
         """Ask for one chat completion; retry what is worth retrying within the deadline.
+
+        ``priority`` (0 most urgent) orders the calls waiting for room under the shared
+        provider limits.
 
         Raises LLMError when no attempt succeeded in time.
         """
@@ -294,7 +298,7 @@ class HolySheepClient:
                 if self._limits is None:
                     payload, _ = await self._attempt(session, data, remaining)
                 else:
-                    payload = await self._limited_attempt(session, data, deadlines, body)
+                    payload = await self._limited_attempt(session, data, deadlines, body, priority)
                 return self._completion(payload, model, loop.time() - started, attempt)
             except LLMError as error:
                 wait = self._retry_wait(error, attempt, deadlines[0] - loop.time())
@@ -333,7 +337,12 @@ class HolySheepClient:
         return wait if wait < remaining else None
 
     async def _limited_attempt(
-        self, session: aiohttp.ClientSession, data: bytes, deadlines: list[float], body: Any
+        self,
+        session: aiohttp.ClientSession,
+        data: bytes,
+        deadlines: list[float],
+        body: Any,
+        priority: int,
     ) -> Any:
         """One attempt within the provider's shared limits (:mod:`core.provider`).
 
@@ -346,7 +355,9 @@ class HolySheepClient:
         tokens = estimate_tokens(len(data), int(body.get("max_tokens") or 0))
         queued_at = loop.time()
         try:
-            lease = await self._limits.acquire(tokens, timeout=self._limit_wait_s)
+            lease = await self._limits.acquire(
+                tokens, timeout=self._limit_wait_s, priority=priority
+            )
         except TimeoutError as exc:
             raise LLMError(
                 "the provider's rate limit left no room in time",

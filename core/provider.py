@@ -39,6 +39,7 @@ CUT: Final = 0.7
 RAISE: Final = 0.01
 LOWEST: Final = 0.1
 COOLDOWN_MS: Final = 2000
+PRIORITY_LAG_S: Final = 0.02  # per priority level, see ProviderLimits.acquire
 LEASE_MS: Final = 120_000  # a call's concurrency slot, if its process dies holding it
 
 
@@ -88,9 +89,14 @@ class ProviderLimits:
     def active(self) -> bool:
         return bool(self.rpm or self.tpm or self.concurrency)
 
-    async def acquire(self, tokens: int, *, timeout: float) -> Lease:
+    async def acquire(self, tokens: int, *, timeout: float, priority: int = 0) -> Lease:
         """Wait for a request, ``tokens`` and a slot under every limit; TimeoutError after
-        ``timeout`` seconds (nothing taken then)."""
+        ``timeout`` seconds (nothing taken then).
+
+        Waiters of every process race for the next room; a less urgent one (higher
+        ``priority``) asks ``PRIORITY_LAG_S`` later per level, so while urgent calls wait the
+        room goes to them.
+        """
         lease = Lease(secrets.token_hex(8), tokens)
         deadline = time.monotonic() + timeout
         while True:
@@ -116,7 +122,7 @@ class ProviderLimits:
             wait = float(wait_ms) / 1000
             if time.monotonic() + wait > deadline:
                 raise TimeoutError(f"provider limits: no room within {timeout:g} s")
-            await asyncio.sleep(wait)
+            await asyncio.sleep(wait + priority * PRIORITY_LAG_S)
 
     async def release(
         self,

@@ -70,6 +70,16 @@ class Acknowledger(Protocol):
         """A message was queued, acknowledged or not."""
 
 
+class InstantAnswerer(Protocol):
+    """Answers some messages at admission, without queueing them (templated answers)."""
+
+    async def answer(self, message: InboundMessage, priority: int) -> str | None:
+        """The answer to send at once, or None to queue the message."""
+
+    async def answered(self, message: InboundMessage, text: str) -> None:
+        """The answer went out: remember the turn."""
+
+
 # Burst items: ticket, priority and message JSON; JSON escapes control characters, so the
 # separator cannot occur inside the message.
 _SEP = "\x1f"
@@ -162,6 +172,7 @@ class PriorityQueue:
         merge_bursts: bool = False,
         burst_ttl_s: int = 24 * 3600,
         acks: Acknowledger | None = None,
+        instant: InstantAnswerer | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -173,6 +184,7 @@ class PriorityQueue:
         self.merge_bursts = merge_bursts
         self.burst_ttl_s = burst_ttl_s
         self.acks = acks
+        self.instant = instant
         self._begin_script = redis.register_script(_script("begin.lua"))
         self._end_script = redis.register_script(_script("end_turn.lua"))
         self._admit_script = redis.register_script(_script("admit.lua"))
@@ -199,7 +211,18 @@ class PriorityQueue:
 
         Raises AdmissionRefused over the limit and StoreUnavailable when Redis fails: in both
         cases nothing was stored and the sender must not be told otherwise.
+
+        A message the ``instant`` answerer answers (a templated answer while the queue is
+        long) is answered at once instead, unless its conversation has messages waiting.
         """
+        if self.instant is not None and not wait_until:
+            text = await self.instant.answer(message, priority)
+            if text is not None:
+                done = await self.answer_if_idle(message, text, ReplySource.TEMPLATE, priority)
+                if done is not None:
+                    if done.status == "queued":
+                        await self.instant.answered(message, text)
+                    return done
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         self._pending.append((message, priority, wait_until, future))
         if self._flushers < self.batches_in_flight:
@@ -321,28 +344,48 @@ class PriorityQueue:
         For what a channel answers itself (commands, unsupported content). Like :meth:`admit`
         it raises StoreUnavailable when nothing could be stored.
         """
+        admission = await self._direct(message, text, source, priority, ticket_id, False)
+        assert admission is not None
+        return admission
+
+    async def answer_if_idle(
+        self, message: InboundMessage, text: str, source: ReplySource, priority: int
+    ) -> Admission | None:
+        """:meth:`answer_directly`, unless the conversation has messages waiting or being
+        answered (None: nothing done): the answer would overtake theirs."""
+        return await self._direct(message, text, source, priority, None, True)
+
+    async def _direct(
+        self,
+        message: InboundMessage,
+        text: str,
+        source: ReplySource,
+        priority: int,
+        ticket_id: str | None,
+        only_if_idle: bool,
+    ) -> Admission | None:
         ticket_id = ticket_id or new_ticket_id()
         reply = Reply.for_message(
             message, ticket_id=ticket_id, priority=priority, text=text, source=source
         )
+        keys = [
+            self.keys.seen(message.dedupe_key),
+            self.keys.reply(ticket_id),
+            self.keys.outbox,
+            self.keys.stats_day(utc_day()),
+        ]
+        if only_if_idle:
+            conversation = message.conversation_key
+            keys += [self.keys.burst(conversation), self.keys.turn_lock(conversation)]
         try:
             status, value = await self._direct_script(
-                keys=[
-                    self.keys.seen(message.dedupe_key),
-                    self.keys.reply(ticket_id),
-                    self.keys.outbox,
-                    self.keys.stats_day(utc_day()),
-                ],
-                args=[
-                    ticket_id,
-                    self.dedupe_ttl_s,
-                    reply.to_json(),
-                    self.reply_ttl_s,
-                    source.value,
-                ],
+                keys=keys,
+                args=[ticket_id, self.dedupe_ttl_s, reply.to_json(), self.reply_ttl_s, source],
             )
         except RedisError as exc:
             raise StoreUnavailable("queue store unavailable") from exc
+        if status == "busy":
+            return None
         return Admission("duplicate" if status == "duplicate" else "queued", value, priority)
 
     # -- worker side ----------------------------------------------------------------------

@@ -14,14 +14,19 @@ LLM is unavailable, instead of the apology); ``always`` (before the LLM: cheapes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
-from core.models import language
-from core.shop import Order, Shop
+from redis.exceptions import RedisError
+
+from core.models import InboundMessage, language
+from core.priority import PriorityDetector
+from core.shop import Order, Shop, ShopUnavailable
+from core.state import ConversationState, Turn
 from core.tools import CustomerTools
 
 TemplateMode = Literal["never", "fallback", "always"]
@@ -201,3 +206,52 @@ def _order_fields(order: Order, lang: str) -> dict[str, str]:
         "total": f"{order.total:.2f} {order.currency}",
         "delivery": delivery,
     }
+
+
+class Pressure(Protocol):
+    """What instant answers ask of peak mode (:class:`core.peak.PeakMonitor`)."""
+
+    def acknowledgement(self, priority: int, locale: str | None) -> str | None: ...
+
+
+class InstantAnswers:
+    """Templated answers given at admission, when the queue would make the customer wait.
+
+    While a new message would be acknowledged (its full answer is far off), a message a
+    template answers (policies, the status of the customer's own order) is answered at once
+    instead of joining the queue, without the LLM. The turn is kept in the conversation's
+    history, so a follow-up question has the context.
+    """
+
+    def __init__(
+        self,
+        templates: TemplateAnswers,
+        detector: PriorityDetector,
+        pressure: Pressure,
+        state: ConversationState,
+    ) -> None:
+        self.templates = templates
+        self.detector = detector
+        self.pressure = pressure
+        self.state = state
+
+    async def answer(self, message: InboundMessage, priority: int) -> str | None:
+        locale = message.metadata.locale
+        if self.pressure.acknowledgement(priority, locale) is None:
+            return None  # the queue answers soon enough, with the full context
+        detection = self.detector.detect(message.text, message.metadata)
+        if not self.templates.covers(detection.intent):
+            return None
+        tools = CustomerTools(self.templates.shop, message.identity, locale)
+        try:
+            return await self.templates.answer(detection.intent, tools, detection.order_id, locale)
+        except ShopUnavailable:
+            return None
+
+    async def answered(self, message: InboundMessage, text: str) -> None:
+        turns: list[Turn] = [
+            {"role": "user", "content": message.text},
+            {"role": "assistant", "content": text},
+        ]
+        with contextlib.suppress(RedisError):  # the answer is out; history is a nicety
+            await self.state.record_turn(message.conversation_key, turns)

@@ -14,6 +14,11 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Service, message, wired_settings
 
 
+def answered(receiver: CallbackReceiver) -> set[str]:
+    """The message ids the full answers received so far cover."""
+    return {i for c in receiver.accepted if c["source"] != "ack" for i in c["message_ids"]}
+
+
 async def test_a_backlog_gets_acknowledgements_first_and_every_full_answer_later(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
@@ -60,3 +65,46 @@ async def test_a_backlog_gets_acknowledgements_first_and_every_full_answer_later
     for ack in acks:
         order = [c["source"] for c in callbacks if c["message_id"] == ack["message_id"]]
         assert order == ["ack", "llm"]
+
+
+async def test_under_a_backlog_a_templated_answer_goes_out_at_once_unless_it_would_overtake(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
+) -> None:
+    async def slow(payload: dict[str, Any]) -> str:
+        await asyncio.sleep(0.3)
+        return "answer: " + payload["messages"][-1]["content"]
+
+    fake_llm.responder = slow
+    settings = wired_settings(
+        keys,
+        fake_llm.base_url,
+        receiver.url,
+        peakdesk_first_response_s=1.0,
+        peakdesk_max_concurrent=2,
+        peakdesk_burst_window_s=0.1,
+    )
+    question = "what payment methods do you accept?"
+    async with Service(settings, redis) as svc:
+        for n in range(12):
+            await svc.post("gw", message(n, f"question number {n}"))
+        _, instant, _ = await svc.post("gw", message("new", question))
+        _, waiting, _ = await svc.post(  # u-0 has a message queued: this one must wait
+            "gw", {**message("later", question), "user_id": "u-0", "message_id": "m-0b"}
+        )
+        async with asyncio.timeout(30):
+            while len(answered(receiver)) < 14:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        history = await svc.runtime.state.history("webhook:gw:u-new")
+
+    answers = [c for c in receiver.accepted if c["source"] != "ack"]
+    assert instant["status"] == waiting["status"] == "queued"
+    first = answers[0]
+    assert first["message_id"] == "m-new" and first["source"] == "template"
+    assert first["ticket_id"] == instant["ticket_id"] and "Payment methods" in first["text"]
+    assert [t["role"] for t in history] == ["user", "assistant"]  # the turn is remembered
+
+    def covering(message_id: str) -> int:
+        return next(i for i, c in enumerate(answers) if message_id in c["message_ids"])
+
+    assert covering("m-0b") >= covering("m-0")  # no overtaking within a conversation
+    assert answers[covering("m-0b")]["source"] == "llm"

@@ -251,7 +251,9 @@ async def test_level_3_answers_priority_2_from_templates_without_the_llm(
     assert urgent.source is ReplySource.LLM and fake_llm.calls == 1
     await monitor.force("2")
     reply = await reply_to(handler, entry(question + " thanks", priority=2, n=3))
-    assert reply.source is ReplySource.LLM
+    # No template below level 3: the answer the urgent customer got, shared by intent.
+    assert reply.source is ReplySource.CACHE and reply.text == urgent.text
+    assert fake_llm.calls == 1
 
 
 async def test_with_the_budget_spent_no_llm_call_is_made(
@@ -286,3 +288,29 @@ async def test_the_provider_breaker_opens_after_failures_and_a_probe_closes_it(
     probe = await reply_to(handler, entry("question 4", n=4))
     assert probe.source is ReplySource.LLM and breaker.state == "closed"
     assert handler.metrics.provider_circuit._value.get() == 0
+
+
+async def test_in_peak_mode_the_same_intent_in_other_words_shares_one_answer(
+    redis: Redis, keys: Keys, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    monitor = PeakMonitor(redis, keys)
+    handler = peak_handler(llm, redis, keys, monitor)
+
+    def first_contact(text: str, n: int) -> QueuedMessage:
+        queued = entry(text, n=n)
+        queued.message.conversation_id = f"c{n}"  # a new customer each time
+        return queued
+
+    await reply_to(handler, first_contact("how do I reset my password?", 1))
+    other_words = await reply_to(handler, first_contact("forgot my pasword, help pls", 2))
+    assert other_words.source is ReplySource.LLM and fake_llm.calls == 2  # normal: by text
+    await monitor.force("1")
+    first = await reply_to(handler, first_contact("how do I reset my password?", 3))
+    shared = await reply_to(handler, first_contact("i forgot my password what now", 4))
+    assert shared.source is ReplySource.CACHE and shared.text == first.text
+    chinese = await reply_to(handler, first_contact("我忘记密码了怎么办", 5))
+    assert chinese.source is ReplySource.LLM  # another language: its own answer
+    vague = await reply_to(handler, first_contact("hello there", 6))
+    again = await reply_to(handler, first_contact("good morning", 7))
+    assert vague.source is again.source is ReplySource.LLM  # no intent: never by intent
+    assert fake_llm.calls == 6

@@ -163,3 +163,17 @@ async def test_waiting_for_room_under_the_limits_does_not_use_up_the_calls_deadl
         await client.aclose()
     assert first.text and second.text
     assert fake_llm.requests[1].at - fake_llm.requests[0].at >= 0.9
+
+
+async def test_the_next_room_goes_to_the_most_urgent_waiter(redis: Redis, keys: Keys) -> None:
+    limits = ProviderLimits(redis, keys, rpm=120, burst_s=0)  # one call every ~0.5 s
+    await limits.acquire(1, timeout=1)
+    order: list[str] = []
+
+    async def take(name: str, priority: int) -> None:
+        await limits.acquire(1, timeout=5, priority=priority)
+        order.append(name)
+
+    # The routine call asked first; the urgent one, asking later, still goes first.
+    await asyncio.gather(take("routine", 2), take("urgent", 0))
+    assert order == ["urgent", "routine"]
