@@ -37,8 +37,9 @@ async def real_redis_or_skip() -> Redis:
 async def redis(request: pytest.FixtureRequest, keys: Keys) -> AsyncIterator[Redis]:
     """The same tests on the embedded fakeredis and on the real Redis server."""
     if request.param == "fakeredis":
+        # As the embedded store is made (core.store.connect_redis): no cap of 100 connections.
         client: Redis = fakeredis.FakeAsyncRedis(
-            server=fakeredis.FakeServer(), decode_responses=True
+            server=fakeredis.FakeServer(), decode_responses=True, max_connections=100_000
         )
     else:
         client = await real_redis_or_skip()

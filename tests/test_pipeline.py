@@ -91,7 +91,14 @@ async def test_priority_0_behind_1000_priority_2_is_answered_first(
 ) -> None:
     # One worker taking one message at a time: "answered first" is then exact, not a race
     # between the urgent message and the 49 others started beside it.
-    settings = wired_settings(keys, fake_llm.base_url, receiver.url, peakdesk_max_concurrent=1)
+    # No acknowledgements either: every callback is then an answer.
+    settings = wired_settings(
+        keys,
+        fake_llm.base_url,
+        receiver.url,
+        peakdesk_max_concurrent=1,
+        peakdesk_first_response_s=0,
+    )
     limit = asyncio.Semaphore(50)
 
     async def post(svc: Service, n: int, text: str) -> int:
