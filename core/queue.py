@@ -57,7 +57,6 @@ class Admission:
     status: Literal["queued", "duplicate"]
     ticket_id: str
     priority: int
-    acked: bool = False  # an acknowledgement went out with it (its answer will take a while)
 
 
 class Acknowledger(Protocol):
@@ -259,9 +258,7 @@ class PriorityQueue:
                     else:
                         if self.acks is not None:
                             self.acks.admitted(priority, status == "acked")
-                        future.set_result(
-                            Admission("queued", value, priority, acked=status == "acked")
-                        )
+                        future.set_result(Admission("queued", value, priority))
         finally:
             self._flushers -= 1
 
