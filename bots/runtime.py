@@ -100,6 +100,7 @@ class Runtime:
             lean_max_tokens=min(s.peakdesk_peak_max_tokens, s.holysheep_max_tokens),
             fallback_model=s.holysheep_fallback_model,
             metrics=self.metrics,
+            burst_window_s=s.peakdesk_burst_window_s,
         )
         self.queue.acks = self.peak
         self.desk = HandoverDesk(self.redis, self.keys, staffed=s.slack_enabled)

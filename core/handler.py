@@ -449,7 +449,10 @@ class ReplyHandler:
                 self.metrics.provider_circuit.set(self.breaker.state == OPEN_CIRCUIT)
         if self.breaker is not None:
             self.breaker.record_success()
-        self.metrics.llm_latency.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self.metrics.llm_latency.observe(elapsed)
+        if self.peak is not None:
+            self.peak.record_latency(elapsed)
         usage = completion.usage
         self.metrics.llm_tokens.labels("prompt").inc(usage.prompt_tokens)
         self.metrics.llm_tokens.labels("completion").inc(usage.completion_tokens)

@@ -27,7 +27,14 @@ WAIT_SAMPLES: Final = 1000  # per priority: the p95 of the latest waits
 LLM_SOURCE: Final = "llm"
 # Fields of the day's counters that are not answers per source.
 NON_ANSWER_FIELDS: Final = frozenset(
-    ("cost_usd", "llm_calls", "prompt_tokens", "cached_tokens", "completion_tokens")
+    (
+        "cost_usd",
+        "llm_calls",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        *(f"drained:{p}" for p in PRIORITIES),  # queue entries answered, per priority
+    )
 )
 
 

@@ -4,9 +4,12 @@ Every process reads the same few figures from Redis once a second (queue depth p
 answers stored so far today, the mode staff forced, tokens spent this hour and day) and
 derives from them, on its own and alike:
 
-- the **estimated wait** of a new message for its full answer, per priority, by Little's law:
-  the messages ahead of it (its priority and the more urgent ones, in service included) over
-  the measured answer rate of the whole deployment;
+- the **estimated wait** of a new message for its full answer, per priority: the messages
+  ahead of it (its priority and the more urgent ones, in progress included) over the rate
+  queue entries are answered at, less the arrivals of more urgent messages that will be served
+  before it; plus the burst window and the time an answer takes (the 90th percentile of the
+  recent LLM calls). Answers given at admission (instant templates) never count: they leave
+  the queue's pace unchanged;
 - the **acknowledgement**: when that wait exceeds ``first_response_s``, a new message gets an
   immediate reply with its ticket and an honest estimate (queued with it, atomically, by the
   admission script), and its full answer later;
@@ -30,6 +33,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -60,6 +64,11 @@ PRESSURE_STEPS: Final = (0.25, 0.5, 1.0, 1.5)
 # Spent share of a token budget at which the ladder climbs to at least level 2, and 3.
 BUDGET_STEPS: Final = (0.8, 0.95)
 LEAN_HISTORY_TURNS: Final = 2
+DRAINED: Final = "drained:"  # + priority: queue entries answered, in the day's counters
+SMOOTHING: Final = 0.6  # of the previous rate, against the last second's
+MIN_SHARE: Final = 0.1  # of the answer rate a priority gets however much overtakes it
+LATENCY_SAMPLES: Final = 500
+DEFAULT_SERVICE_S: Final = 2.0
 
 ACK_TEXT = {
     "en": (
@@ -140,6 +149,7 @@ class PeakMonitor:
         metrics: Metrics | None = None,
         refresh_s: float = 1.0,
         cool_down_s: float = 30.0,
+        burst_window_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode not in MODES:
@@ -157,22 +167,56 @@ class PeakMonitor:
         self.refresh_s = refresh_s
         self.cool_down_s = cool_down_s
         self._clock = clock
+        self.burst_window_s = burst_window_s
         self.depths: dict[int, int] = dict.fromkeys(PRIORITIES, 0)
-        self.rate = 0.0  # answers per second, the whole deployment
+        # Per priority, the whole deployment, smoothed: queue entries taken out (answered by
+        # workers) and put in, per second.
+        self.drain: dict[int, float] = dict.fromkeys(PRIORITIES, 0.0)
+        self.arrivals: dict[int, float] = dict.fromkeys(PRIORITIES, 0.0)
         self.forced: str | None = None  # what staff set with /peakdesk peak
         self.budget_share = 0.0
         self.level = 0
-        self._answered: tuple[float, int] | None = None  # (when, answers today) last read
+        self._last: tuple[float, dict[int, int], dict[int, int]] | None = None
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._lower_since: float | None = None
 
     # -- reading ------------------------------------------------------------------------
 
+    @property
+    def rate(self) -> float:
+        """Queue entries answered per second, all priorities, the whole deployment."""
+        return sum(self.drain.values())
+
+    @property
+    def service_s(self) -> float:
+        """How long an answer takes once started: the 90th percentile of this process's
+        recent LLM calls (a default before it made any: a gateway makes none)."""
+        if not self._latencies:
+            return DEFAULT_SERVICE_S
+        ordered = sorted(self._latencies)
+        return ordered[int(0.9 * (len(ordered) - 1))]
+
+    def record_latency(self, seconds: float) -> None:
+        self._latencies.append(seconds)
+
     def estimated_wait(self, priority: int) -> float:
-        """Seconds until a message of ``priority`` admitted now gets its full answer."""
+        """Seconds until a message of ``priority`` admitted now gets its full answer.
+
+        The messages ahead of it (its priority and the more urgent ones, in progress
+        included) leave at the measured rate less what more urgent arrivals will take ahead
+        of it (the queue serves the most urgent first); then its own turn: the burst window
+        and the time an answer takes.
+        """
         ahead = sum(n for p, n in self.depths.items() if p <= priority)
-        if self.rate > 0:
-            return ahead / self.rate
-        return 0.0 if ahead < self.slots else math.inf
+        rate = self.rate
+        if not ahead:
+            queued = 0.0
+        elif rate > 0:
+            overtaking = sum(a for p, a in self.arrivals.items() if p < priority)
+            queued = ahead / max(rate - overtaking, MIN_SHARE * rate)
+        else:  # nothing answered lately: only a queue the workers can all start is short
+            queued = 0.0 if ahead < self.slots else math.inf
+        return self.burst_window_s + queued + self.service_s
 
     @property
     def pressure(self) -> float:
@@ -259,21 +303,26 @@ class PeakMonitor:
             pipe.get(self.keys.budget(f"d{utc_day(now)}"))
             *lengths, day, forced, hour_tokens, day_tokens = await pipe.execute()
         self.depths = {p: int(n) for p, n in zip(PRIORITIES, lengths, strict=True)}
-        self._measure_rate(self._clock(), day)
+        self._measure_rates(self._clock(), day)
         self.forced = forced if forced in MODES else None
         self.budget_share = self.budget.spent_share(int(hour_tokens or 0), int(day_tokens or 0))
         self._set_level(self._clock())
         if self.metrics is not None:
             self._export(day)
 
-    def _measure_rate(self, at: float, day: Mapping[str, str]) -> None:
-        answered = sum(int(v) for k, v in day.items() if k not in NON_ANSWER_FIELDS)
-        if self._answered is not None and at > self._answered[0] and answered >= self._answered[1]:
-            instant = (answered - self._answered[1]) / (at - self._answered[0])
-            # Smoothed over a few seconds; an idle queue's rate says nothing, so it is kept.
-            if instant > 0 or sum(self.depths.values()) > self.slots:
-                self.rate = instant if self.rate == 0 else 0.6 * self.rate + 0.4 * instant
-        self._answered = (at, answered)
+    def _measure_rates(self, at: float, day: Mapping[str, str]) -> None:
+        drained = {p: int(day.get(f"{DRAINED}{p}") or 0) for p in PRIORITIES}
+        if self._last is not None and at > self._last[0]:
+            then, depths, before = self._last
+            elapsed = at - then
+            for p in PRIORITIES:
+                out = (drained[p] - before[p]) / elapsed
+                if out < 0:  # a new UTC day: its counters start again
+                    continue
+                came = out + (self.depths[p] - depths[p]) / elapsed
+                self.drain[p] = SMOOTHING * self.drain[p] + (1 - SMOOTHING) * out
+                self.arrivals[p] = SMOOTHING * self.arrivals[p] + (1 - SMOOTHING) * max(0, came)
+        self._last = (at, dict(self.depths), drained)
 
     def _wanted(self) -> int:
         mode = self.effective_mode

@@ -520,6 +520,7 @@ class PriorityQueue:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.keys.stream(entry.priority), GROUP, entry.entry_id)
             pipe.xdel(self.keys.stream(entry.priority), entry.entry_id)
+            pipe.hincrby(self.keys.stats_day(utc_day()), f"drained:{entry.priority}", 1)
             await pipe.execute()
 
     async def finish(
@@ -561,6 +562,7 @@ class PriorityQueue:
             turn.token if turn is not None else "",
             dead_reason or "",
             entry.message.to_json() if dead_reason else "",
+            entry.priority,
         ]
         created = await self._finish_script(keys=keys, args=args)
         return bool(created)

@@ -24,7 +24,7 @@ async def test_a_backlog_gets_acknowledgements_first_and_every_full_answer_later
 ) -> None:
     async def slow(payload: dict[str, Any]) -> str:
         await asyncio.sleep(0.2)
-        return "answer: " + payload["messages"][-1]["content"]
+        return "answer: " + str(payload["messages"][-1]["content"])
 
     fake_llm.responder = slow
     settings = wired_settings(
@@ -72,7 +72,7 @@ async def test_under_a_backlog_a_templated_answer_goes_out_at_once_unless_it_wou
 ) -> None:
     async def slow(payload: dict[str, Any]) -> str:
         await asyncio.sleep(0.3)
-        return "answer: " + payload["messages"][-1]["content"]
+        return "answer: " + str(payload["messages"][-1]["content"])
 
     fake_llm.responder = slow
     settings = wired_settings(

@@ -7,7 +7,7 @@
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] reply JSON, ARGV[4] reply TTL (s),
 -- ARGV[5] reply source (counted), ARGV[6] burst messages answered ('0': none),
 -- ARGV[7] turn lock token ('' = none), ARGV[8] dead-letter reason ('' = none),
--- ARGV[9] message JSON (dead letters)
+-- ARGV[9] message JSON (dead letters), ARGV[10] the entry's priority (its stream drained)
 local created = 0
 if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[4]) then
   for i = 9, #KEYS do
@@ -25,6 +25,7 @@ if ARGV[8] ~= '' then
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[3], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'drained:' .. ARGV[10], 1)
 local answered = tonumber(ARGV[6])
 if answered > 0 then
   redis.call('LTRIM', KEYS[5], answered, -1)

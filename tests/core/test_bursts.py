@@ -25,7 +25,8 @@ def said(n: int, text: str, conversation: str = "c1") -> InboundMessage:
 
 
 async def outbox(redis: Redis, keys: Keys) -> list[Reply]:
-    return [Reply.from_json(f["r"]) for _, f in await redis.xrange(keys.outbox) if "r" in f]
+    entries: Any = await redis.xrange(keys.outbox)
+    return [Reply.from_json(f["r"]) for _, f in entries if "r" in f]
 
 
 async def run_workers(workers: list[Worker], done: Any, timeout: float = 15.0) -> None:
@@ -131,7 +132,7 @@ async def test_two_worker_processes_never_answer_one_conversation_at_the_same_ti
 
     async def answer(payload: dict[str, Any]) -> str:
         nonlocal overlaps
-        text = payload["messages"][-1]["content"]
+        text = str(payload["messages"][-1]["content"])
         conversation = text.split()[0]
         if conversation in busy:
             overlaps += 1

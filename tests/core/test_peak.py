@@ -31,9 +31,9 @@ class Clock:
         return self.now
 
 
-async def answered(redis: Redis, keys: Keys, count: int) -> None:
-    """Count ``count`` more answers today, as the finish script does."""
-    await redis.hincrby(keys.stats_day(utc_day()), "llm", count)
+async def drained(redis: Redis, keys: Keys, priority: int, count: int) -> None:
+    """Count ``count`` more entries of ``priority`` answered today, as the queue does."""
+    await redis.hincrby(keys.stats_day(utc_day()), f"drained:{priority}", count)
 
 
 async def queued(redis: Redis, keys: Keys, priority: int, count: int) -> None:
@@ -61,24 +61,31 @@ def test_levels_follow_pressure_and_the_spent_budget() -> None:
     assert Budget().spent_share(10**9, 10**9) == 0.0
 
 
-async def test_the_wait_is_depth_ahead_over_the_measured_answer_rate(
+async def test_the_wait_is_the_queue_ahead_over_the_rate_left_by_urgent_arrivals(
     redis: Redis, keys: Keys
 ) -> None:
     clock = Clock()
-    monitor = PeakMonitor(redis, keys, slots=10, clock=clock)
+    monitor = PeakMonitor(redis, keys, slots=10, clock=clock, burst_window_s=1.5)
+    monitor.record_latency(1.0)  # how long this process's answers take
     await monitor.refresh()
-    assert monitor.estimated_wait(2) == 0.0  # idle
+    assert monitor.estimated_wait(2) == 2.5  # idle: the burst window and the answer
     await queued(redis, keys, 0, 5)
     await queued(redis, keys, 2, 95)
     await monitor.refresh()
     assert math.isinf(monitor.estimated_wait(2))  # a backlog and no rate measured yet
-    assert monitor.estimated_wait(0) == 0.0  # the urgent ones fit the slots
+    assert monitor.estimated_wait(0) == 2.5  # the urgent ones fit the slots
     clock.now += 1
-    await answered(redis, keys, 10)
+    await drained(redis, keys, 0, 5)  # 5 urgent answered, and 5 more arrived meanwhile
+    await drained(redis, keys, 2, 5)
+    await queued(redis, keys, 2, 5)
     await monitor.refresh()
-    assert monitor.rate == 10.0
-    assert monitor.estimated_wait(0) == pytest.approx(0.5)  # 5 ahead at 10/s
-    assert monitor.estimated_wait(2) == pytest.approx(10.0)  # 100 ahead
+    # Smoothed: 40% of the last second's rates. Priority 0: 2/s out, 2/s in; priority 2:
+    # 2/s out, 4/s in.
+    assert monitor.drain == {0: 2.0, 1: 0.0, 2: 2.0}
+    assert monitor.arrivals == {0: 2.0, 1: 0.0, 2: 4.0}
+    assert monitor.estimated_wait(0) == pytest.approx(1.5 + 5 / 4 + 1.0)
+    # 105 ahead, and the urgent arrivals take 2 of the 4 answers a second.
+    assert monitor.estimated_wait(2) == pytest.approx(1.5 + 105 / 2 + 1.0)
 
 
 async def test_acknowledgements_only_when_the_answer_will_take_longer_than_promised(
@@ -86,14 +93,16 @@ async def test_acknowledgements_only_when_the_answer_will_take_longer_than_promi
 ) -> None:
     clock = Clock()
     monitor = PeakMonitor(redis, keys, first_response_s=5, slots=10, clock=clock)
+    monitor.record_latency(1.0)
+    await monitor.refresh()
+    await queued(redis, keys, 0, 4)
+    await queued(redis, keys, 2, 60)
     await monitor.refresh()
     clock.now += 1
-    await answered(redis, keys, 10)
-    await queued(redis, keys, 0, 20)
-    await queued(redis, keys, 2, 200)
+    await drained(redis, keys, 2, 25)  # 10 a second, smoothed
     await monitor.refresh()
-    assert monitor.acknowledgement(0, None) is None  # 2 s
-    ack = monitor.acknowledgement(2, None)  # 22 s
+    assert monitor.acknowledgement(0, None) is None  # 0.4 s + 1 s
+    ack = monitor.acknowledgement(2, None)  # 6.4 s + 1 s
     assert ack is not None and "{ticket}" in ack and "1 minute" in ack
     zh = monitor.acknowledgement(2, "zh")
     assert zh is not None and "工单号 {ticket}" in zh
@@ -114,18 +123,20 @@ async def test_the_ladder_climbs_at_once_and_comes_down_one_step_per_cool_down(
         targets_s=(30, 120, 600),
         metrics=metrics,
     )
+    monitor.record_latency(1.0)
+    await monitor.refresh()
+    await queued(redis, keys, 0, 600)
     await monitor.refresh()
     clock.now += 1
-    await answered(redis, keys, 10)
-    await queued(redis, keys, 0, 600)  # 60 s for priority 0: twice its target
+    await drained(redis, keys, 0, 50)  # 20 a second, smoothed, and as many arriving
     await monitor.refresh()
+    # Priority 0 waits its whole target; the others get a tenth of the answers: the top.
+    assert metrics.estimated_wait.labels("0")._value.get() == pytest.approx(31.0)
     assert monitor.level == 4
     assert metrics.peak_level._value.get() == 4
-    assert metrics.estimated_wait.labels("0")._value.get() == pytest.approx(60.0)
     await redis.delete(keys.stream(0))
     for _ in range(3):  # calm now, but the level holds for the cool-down
         clock.now += 10
-        await answered(redis, keys, 10)
         await monitor.refresh()
     assert monitor.level == 4
     clock.now += 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -14,7 +15,7 @@ from core.queue import PriorityQueue, new_ticket_id
 from tests.harness import inbound
 
 
-async def make_queue(redis: Redis, keys: Keys, **kw: int) -> PriorityQueue:
+async def make_queue(redis: Redis, keys: Keys, **kw: Any) -> PriorityQueue:
     queue = PriorityQueue(redis, keys, **kw)
     await queue.ensure_groups()
     return queue
