@@ -1,5 +1,6 @@
 """The ``peakdesk`` command: ``serve`` (HTTP server plus workers), ``worker`` (workers only),
-``chat`` (talk to the bot in a terminal) and ``telegram`` (bot administration)."""
+``chat`` (talk to the bot in a terminal), ``simulate`` (a peak against a local peakdesk, with a
+report) and ``telegram`` (bot administration)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from bots.logs import configure_logging
 from bots.runtime import Runtime
 from bots.settings import Settings, describe_error, reveal
+from bots.simulate.options import add_arguments as add_simulate_arguments
 
 log = logging.getLogger("peakdesk")
 
@@ -42,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="identity",
         help="the demo identity to speak as, e.g. telegram:1001 (default: pick one)",
     )
+    simulate = commands.add_parser(
+        "simulate",
+        help="replay a peak against a local peakdesk with a simulated provider; writes a report",
+        description="Replays a peak (baseline, ramp, hold, decay) against a `peakdesk serve` "
+        "subprocess with a simulated OpenAI-compatible provider and a local callback sink, and "
+        "writes report.json, report.md and report.png.",
+    )
+    add_simulate_arguments(simulate)
     telegram = commands.add_parser("telegram", help="Telegram bot administration")
     telegram_commands = telegram.add_subparsers(dest="telegram_command", required=True)
     set_webhook = telegram_commands.add_parser(
@@ -174,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(2)
         print(asyncio.run(_telegram_admin(settings, args.telegram_command, url)))
         return
+    if args.command == "simulate":
+        from bots.simulate.run import main as simulate
+
+        raise SystemExit(simulate(args))
     if args.command == "chat":
         from bots.chat import chat
 
