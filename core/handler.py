@@ -64,7 +64,9 @@ TOOLS_NOTE: Final = (
 )
 MAX_TOOL_ROUNDS: Final = 3  # rounds of tool calls before the model must answer
 FLIGHT_TTL_S: Final = 5  # a crashed process's flight ends this soon (renewed while alive)
-FLIGHT_WAIT_S: Final = 40  # longest wait for another process's shared answer
+# Longest wait for another process's shared answer: its call may queue for room under the
+# provider limits for minutes at a peak; a crashed leader's flight lapses in FLIGHT_TTL_S.
+FLIGHT_WAIT_S: Final = 300
 FLIGHT_POLL_S: Final = 0.1
 HUMAN_INTENT: Final = "contact_human_agent"
 COMPLAINT_INTENT: Final = "complaint"
@@ -73,6 +75,9 @@ PROVIDER_FAILURES: Final = frozenset(("timeout", "connection_error"))
 # Intents whose answers are never shared by intent alone: too vague, or handed to people.
 UNSHARED_INTENTS: Final = frozenset((OTHER, HUMAN_INTENT, COMPLAINT_INTENT))
 _CJK: Final = re.compile(r"[\u3400-\u9fff]")
+# What makes a question particular: digits (amounts, dates, numbers), an email or a handle.
+_DETAILS: Final = re.compile(r"\d|@")
+GENERIC_MAX_CHARS: Final = 200
 NORMAL: Final = Plan(0, None, None, None, templates_first=False)
 
 APOLOGY = {
@@ -109,6 +114,16 @@ def customer_facts(metadata: MessageMetadata) -> dict[str, str]:
     if metadata.vip:
         facts["status"] = "VIP customer"
     return {key: value for key, value in facts.items() if value}
+
+
+def spoken_language(text: str, locale: str) -> str | None:
+    """The language a message is in, as far as it is safe to tell: the locale's language,
+    Chinese for Chinese characters, English for plain ASCII text, else None (unknown)."""
+    if locale:
+        return locale.replace("_", "-").split("-")[0].lower()
+    if _CJK.search(text):
+        return "zh"
+    return "en" if text.isascii() else None
 
 
 def apology_text(ticket_id: str, code: str, locale: str | None) -> str:
@@ -251,17 +266,28 @@ class ReplyHandler:
 
         The same normalised text shares an answer always; in peak mode (ladder level 1 and
         up) so does the same intent in the same language: at 500x traffic thousands ask how
-        refunds work in their own words, and one answer serves them all.
+        refunds work in their own words, and one answer serves them all. Not when the
+        language is unknown (a German answer must not reach an English asker), nor when the
+        question carries details of its own (numbers, an address): the answer, written for
+        the first asker, would carry them to everyone.
         """
         message = entry.message
-        if snapshot.history or context or snapshot.product is not None or detection.order_id:
+        personal = {key: value for key, value in context.items() if key != "locale"}
+        if snapshot.history or personal or snapshot.product is not None or detection.order_id:
             return None
-        by_intent = plan.level >= 1 and detection.intent not in UNSHARED_INTENTS
-        locale = message.metadata.locale or ("zh" if _CJK.search(message.text) else "")
+        locale = message.metadata.locale or ""
+        lang = spoken_language(message.text, locale)
+        by_intent = (
+            plan.level >= 1
+            and detection.intent not in UNSHARED_INTENTS
+            and lang is not None
+            and len(message.text) <= GENERIC_MAX_CHARS
+            and not _DETAILS.search(message.text)
+        )
         return response_cache_digest(
             "shared",
             f"intent:{detection.intent}" if by_intent else normalise_text(message.text),
-            language(locale) if by_intent else locale,
+            lang if by_intent else locale,
             self.system_prompt,
             plan.model or self.model,
             "tools" if self.shop is not None else "",
@@ -449,10 +475,9 @@ class ReplyHandler:
                 self.metrics.provider_circuit.set(self.breaker.state == OPEN_CIRCUIT)
         if self.breaker is not None:
             self.breaker.record_success()
-        elapsed = time.monotonic() - started
-        self.metrics.llm_latency.observe(elapsed)
-        if self.peak is not None:
-            self.peak.record_latency(elapsed)
+        self.metrics.llm_latency.observe(time.monotonic() - started)
+        if self.peak is not None:  # the provider's time: queueing for room is counted apart
+            self.peak.record_latency(completion.latency_s)
         usage = completion.usage
         self.metrics.llm_tokens.labels("prompt").inc(usage.prompt_tokens)
         self.metrics.llm_tokens.labels("completion").inc(usage.completion_tokens)

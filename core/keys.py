@@ -97,7 +97,8 @@ class Keys:
         return f"{self.tag}:turn:{conversation_key}"
 
     def acked(self, conversation_key: str) -> str:
-        """Set while the conversation has an acknowledgement out and its answer pending."""
+        """Set while the conversation has an acknowledgement out and its answer pending
+        (cleared by the answer, or when people take the messages over)."""
         return f"{self.tag}:acked:{conversation_key}"
 
     @property

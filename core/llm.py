@@ -66,7 +66,8 @@ _NOT_RETRYABLE_CODES = frozenset({"insufficient_quota"})
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One successful answer. ``priced`` is False when the model is not in the price table."""
+    """One successful answer. ``priced`` is False when the model is not in the price table;
+    ``latency_s`` leaves out any wait for room under the shared provider limits."""
 
     text: str
     model: str
@@ -283,12 +284,13 @@ class HolySheepClient:
 
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # A one-item list: waiting for room under the shared provider limits moves it on.
-        deadlines = [started + (self._deadline if deadline is None else deadline)]
+        # [deadline, seconds queued]: waiting for room under the shared provider limits moves
+        # the deadline on and does not count as the call's latency.
+        clock = [started + (self._deadline if deadline is None else deadline), 0.0]
         attempt = 0
         while True:
             attempt += 1
-            deadline_at = deadlines[0]
+            deadline_at = clock[0]
             remaining = deadline_at - loop.time()
             try:
                 if remaining <= 0:
@@ -298,10 +300,11 @@ class HolySheepClient:
                 if self._limits is None:
                     payload, _ = await self._attempt(session, data, remaining)
                 else:
-                    payload = await self._limited_attempt(session, data, deadlines, body, priority)
-                return self._completion(payload, model, loop.time() - started, attempt)
+                    payload = await self._limited_attempt(session, data, clock, body, priority)
+                latency = loop.time() - started - clock[1]
+                return self._completion(payload, model, latency, attempt)
             except LLMError as error:
-                wait = self._retry_wait(error, attempt, deadlines[0] - loop.time())
+                wait = self._retry_wait(error, attempt, clock[0] - loop.time())
                 # Status, code and counts only: never the key, the messages or the answer.
                 fields = {"status": error.status, "code": error.code, "attempt": attempt}
                 if wait is None:
@@ -340,7 +343,7 @@ class HolySheepClient:
         self,
         session: aiohttp.ClientSession,
         data: bytes,
-        deadlines: list[float],
+        clock: list[float],
         body: Any,
         priority: int,
     ) -> Any:
@@ -366,10 +369,12 @@ class HolySheepClient:
             ) from exc
         except RedisError as exc:  # the shared limits are out of reach: go on without them
             logger.warning("provider limits unavailable (%s)", type(exc).__name__)
-            payload, _ = await self._attempt(session, data, deadlines[0] - loop.time())
+            payload, _ = await self._attempt(session, data, clock[0] - loop.time())
             return payload
-        deadlines[0] += loop.time() - queued_at
-        deadline_at = deadlines[0]
+        queued = loop.time() - queued_at
+        clock[0] += queued
+        clock[1] += queued
+        deadline_at = clock[0]
         status: int | None = None
         headers: Mapping[str, str] | None = None
         used: int | None = None

@@ -12,7 +12,8 @@ derives from them, on its own and alike:
   the queue's pace unchanged;
 - the **acknowledgement**: when that wait exceeds ``first_response_s``, a new message gets an
   immediate reply with its ticket and an honest estimate (queued with it, atomically, by the
-  admission script), and its full answer later;
+  admission script), and its full answer later; while its conversation has one out, a short
+  form ("we will answer this along with your earlier message");
 - the **ladder level**, by pressure (the estimated wait against the target of each priority)
   and by budget (the share of the hourly and daily token budgets spent), or as staff forced
   it (``/peakdesk peak``). It climbs at once and comes down one step per ``cool_down_s``:
@@ -76,6 +77,12 @@ ACK_TEXT = {
         " now: we expect to answer within {wait}. There is no need to send it again."
     ),
     "zh": "已收到您的消息（工单号 {ticket}）。当前咨询量较大，预计 {wait} 内回复您，无需重复发送。",
+}
+
+
+FOLLOW_UP_TEXT = {
+    "en": "Got it (ticket {ticket}): we will answer this along with your earlier message.",
+    "zh": "已收到（工单号 {ticket}），我们会连同您之前的消息一起回复。",
 }
 
 
@@ -256,6 +263,11 @@ class PeakMonitor:
         if math.isinf(wait):  # no answer rate measured yet: the slowest target is honest
             wait = self.targets_s[priority]
         return ACK_TEXT[language(locale)].replace("{wait}", describe_wait(wait, locale))
+
+    def follow_up(self, locale: str | None) -> str:
+        """The short acknowledgement of a conversation that has one out already: each message
+        hears back at once, without the same long notice again."""
+        return FOLLOW_UP_TEXT[language(locale)]
 
     def summary(self) -> str:
         """One line for the dashboard: mode, level, estimated waits."""

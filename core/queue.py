@@ -65,6 +65,9 @@ class Acknowledger(Protocol):
     def acknowledgement(self, priority: int, locale: str | None) -> str | None:
         """The acknowledgement's text (``{ticket}`` stands for the ticket id), or None."""
 
+    def follow_up(self, locale: str | None) -> str:
+        """The short acknowledgement of a conversation that has one out already."""
+
     def admitted(self, priority: int, acked: bool) -> None:
         """A message was queued, acknowledged or not."""
 
@@ -83,6 +86,7 @@ class InstantAnswerer(Protocol):
 # separator cannot occur inside the message.
 _SEP = "\x1f"
 MAX_TURN_MESSAGES = 20
+BURST_READ = 100  # burst items a turn looks at (a group chat holds several customers')
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +109,13 @@ class BurstItem:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A worker's turn in one conversation: the messages it answers together, oldest first.
-
-    ``listed`` is how many of them came from the burst list (dropped from it when the turn
-    ends); with burst merge off, or for an entry no longer listed, the turn is the entry alone.
-    """
+    """A worker's turn in one conversation: the messages of one customer it answers
+    together, oldest first, and the burst list items they came from (``raw``; none when the
+    entry is answered alone: burst merge off, or its item no longer listed)."""
 
     token: str
     items: tuple[BurstItem, ...]
-    listed: int
+    raw: tuple[str, ...] = ()
 
     def merged(self, entry: QueuedMessage) -> QueuedMessage:
         """``entry`` standing for the whole turn: the texts joined in order, the routing and
@@ -132,14 +134,8 @@ class Turn:
             entry,
             ticket_id=self.items[-1].ticket_id,
             message=message,
-            priority=entry.priority,
             message_ids=tuple(i.message.message_id for i in self.items),
         )
-
-    @property
-    def other_tickets(self) -> list[str]:
-        """The tickets answered by the reply stored under the last one's."""
-        return [item.ticket_id for item in self.items[:-1]]
 
 
 async def ensure_group(redis: Redis, stream: str) -> None:
@@ -287,13 +283,14 @@ class PriorityQueue:
                 conversation = message.conversation_key
                 pipe.evalsha(
                     self._admit_script.sha,
-                    8,
+                    9,
                     self.keys.seen(message.dedupe_key),
                     *streams,
                     streams[priority],
                     self.keys.burst(conversation),
                     self.keys.acked(conversation),
                     self.keys.outbox,
+                    self.keys.handover(conversation),
                     ticket_id,
                     limit,
                     self.dedupe_ttl_s,
@@ -304,28 +301,33 @@ class PriorityQueue:
                     if self.merge_bursts
                     else "",
                     self.burst_ttl_s,
-                    self._acknowledgement(message, ticket_id, priority, wait_until),
+                    *self._acknowledgements(message, ticket_id, priority, wait_until),
                 )
             return list(await pipe.execute(raise_on_error=False))
 
-    def _acknowledgement(
+    def _acknowledgements(
         self, message: InboundMessage, ticket_id: str, priority: int, wait_until: float
-    ) -> str:
-        """The acknowledgement reply's JSON, or '' when the answer will come soon enough (or
-        a synchronous waiter is there for it)."""
+    ) -> tuple[str, str]:
+        """The JSON of the acknowledgement and of its short form (for a conversation with one
+        out already), or two '' when the answer will come soon enough (or a synchronous
+        waiter is there for it)."""
         if self.acks is None or wait_until:
-            return ""
-        text = self.acks.acknowledgement(priority, message.metadata.locale)
+            return "", ""
+        locale = message.metadata.locale
+        text = self.acks.acknowledgement(priority, locale)
         if text is None:
-            return ""
-        return Reply.for_message(
-            message,
-            ticket_id=ticket_id,
-            priority=priority,
-            text=text.format(ticket=ticket_id),
-            source=ReplySource.ACK,
-            reply_id=f"A{ticket_id}",
-        ).to_json()
+            return "", ""
+        return tuple(  # type: ignore[return-value]
+            Reply.for_message(
+                message,
+                ticket_id=ticket_id,
+                priority=priority,
+                text=variant.format(ticket=ticket_id),
+                source=ReplySource.ACK,
+                reply_id=f"A{ticket_id}",
+            ).to_json()
+            for variant in (text, self.acks.follow_up(locale))
+        )
 
     async def answer_directly(
         self,
@@ -373,7 +375,11 @@ class PriorityQueue:
         ]
         if only_if_idle:
             conversation = message.conversation_key
-            keys += [self.keys.burst(conversation), self.keys.turn_lock(conversation)]
+            keys += [
+                self.keys.burst(conversation),
+                self.keys.turn_lock(conversation),
+                self.keys.handover(conversation),
+            ]
         try:
             status, value = await self._direct_script(
                 keys=keys,
@@ -465,55 +471,80 @@ class PriorityQueue:
         self, entry: QueuedMessage, token: str, lock_ttl_ms: int, poll_s: float = 0.05
     ) -> Turn | None:
         """Take the entry's conversation for one turn (waiting while a worker of any process
-        has it): the conversation's unanswered messages, or None when the entry was answered
-        already, with an earlier message of its burst."""
+        has it), or None when the entry was answered already (with an earlier message of its
+        burst) or passed to people.
+
+        The turn answers the unanswered messages of the entry's customer in this conversation
+        (in a group chat, other members' messages wait for their own turns), oldest first, at
+        most MAX_TURN_MESSAGES: when a flood puts the entry further back, it is answered with
+        the oldest ones and those in between follow in later turns.
+        """
         conversation = entry.message.conversation_key
         keys = [
             self.keys.reply(entry.ticket_id),
+            self.keys.held(entry.ticket_id),
             self.keys.turn_lock(conversation),
             self.keys.burst(conversation),
         ]
+        args: list[str | int] = [token, lock_ttl_ms, BURST_READ, self.keys.reply("")]
         while True:
-            found = await self._begin_script(
-                keys=keys, args=[token, lock_ttl_ms, MAX_TURN_MESSAGES]
-            )
+            found = await self._begin_script(keys=keys, args=args)
             status = _text(found[0])
             if status == "done":
                 return None
             if status == "turn":
                 break
             await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
-        items = [BurstItem.decode(_text(raw)) for raw in found[1:]]
+        raw = [_text(item) for item in found[1:]]
+        try:
+            items = [BurstItem.decode(text) for text in raw]
+        except (ValueError, TypeError):  # unreadable (another version's): give the turn back
+            await self._end_script(keys=self._turn_keys(conversation), args=[token, 0, 0, 0])
+            raise
+        mine = [
+            (item, text)
+            for item, text in zip(items, raw, strict=True)
+            if item.message.user_id == entry.message.user_id
+        ]
         position = next(
-            (i for i, item in enumerate(items) if item.ticket_id == entry.ticket_id), None
+            (i for i, (item, _) in enumerate(mine) if item.ticket_id == entry.ticket_id), None
         )
         if position is None:  # not listed (merge off, or the list expired): the entry alone
-            alone = BurstItem(entry.ticket_id, entry.priority, entry.message)
-            return Turn(token, (alone,), 0)
-        return Turn(token, tuple(items), len(items))
+            return Turn(token, (BurstItem(entry.ticket_id, entry.priority, entry.message),))
+        chosen = mine[:MAX_TURN_MESSAGES]
+        if position >= MAX_TURN_MESSAGES:
+            chosen = [*mine[: MAX_TURN_MESSAGES - 1], mine[position]]
+        return Turn(token, tuple(i for i, _ in chosen), tuple(r for _, r in chosen))
 
-    async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> None:
-        """Keep the turn locks (conversation, token) of work still in progress."""
+    async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> int:
+        """Keep the turn locks (conversation, token) of work still in progress; returns how
+        many had lapsed (their finish will find out and store nothing)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for conversation, token in turns:
                 await self._end_script(
-                    keys=[self.keys.burst(conversation), self.keys.turn_lock(conversation)],
-                    args=[0, token, 0, lock_ttl_ms],
-                    client=pipe,
+                    keys=self._turn_keys(conversation), args=[token, lock_ttl_ms, 0, 0], client=pipe
                 )
-            await pipe.execute()
+            renewed = await pipe.execute()
+        return sum(not ok for ok in renewed)
 
     async def end_turn(self, entry: QueuedMessage, turn: Turn, *, held: bool = False) -> None:
         """End a turn that stored no reply: on failure just give the conversation back (the
         entry is retried); with ``held``, the messages went to people: drop them from the
         burst list and mark the others held (their entries are acked without a second
         notice)."""
-        conversation = entry.message.conversation_key
-        keys = [self.keys.burst(conversation), self.keys.turn_lock(conversation)]
-        args: list[Any] = [turn.listed if held else 0, turn.token, self.reply_ttl_s, 0]
+        keys = self._turn_keys(entry.message.conversation_key)
+        args: list[Any] = [turn.token, 0, self.reply_ttl_s, int(held)]
         if held:
-            keys += [self.keys.held(t) for t in turn.other_tickets]
+            keys += [self.keys.held(item.ticket_id) for item in turn.items[:-1]]
+            args += turn.raw
         await self._end_script(keys=keys, args=args)
+
+    def _turn_keys(self, conversation: str) -> list[str]:
+        return [
+            self.keys.burst(conversation),
+            self.keys.turn_lock(conversation),
+            self.keys.acked(conversation),
+        ]
 
     async def ack(self, entry: QueuedMessage) -> None:
         """Ack an entry that needs no reply of its own (answered with its burst)."""
@@ -530,14 +561,16 @@ class PriorityQueue:
         *,
         turn: Turn | None = None,
         dead_reason: str | None = None,
-    ) -> bool:
+    ) -> int:
         """Store ``reply`` as the one answer to ``entry`` (and to the other messages of its
         ``turn``), queue it for delivery, ack the entry and end the turn.
 
         The answer is counted in today's per-source counters (:class:`core.ledger.Ledger`).
 
-        Returns False when the message already had a reply (it was processed twice): then
-        nothing new is sent. With ``dead_reason`` the entry is also copied to the dead letters.
+        Returns 1 when stored; 0 when the reply's ticket had a reply already (processed
+        twice: nothing new is sent); -1 when the turn's lock lapsed and another worker has
+        the conversation (nothing done: the entry is retried). With ``dead_reason`` the entry
+        is also copied to the dead letters.
         """
         conversation = entry.message.conversation_key
         keys = [
@@ -550,22 +583,21 @@ class PriorityQueue:
             self.keys.acked(conversation),
             self.keys.dead_letters,
         ]
-        if turn is not None:
-            keys += [self.keys.reply(t) for t in turn.other_tickets]
         args: list[Any] = [
             GROUP,
             entry.entry_id,
             reply.to_json(),
             self.reply_ttl_s,
             reply.source.value,
-            turn.listed if turn is not None else 0,
             turn.token if turn is not None else "",
             dead_reason or "",
             entry.message.to_json() if dead_reason else "",
             entry.priority,
         ]
-        created = await self._finish_script(keys=keys, args=args)
-        return bool(created)
+        if turn is not None:
+            keys += [self.keys.reply(item.ticket_id) for item in turn.items[:-1]]
+            args += turn.raw
+        return int(await self._finish_script(keys=keys, args=args))
 
     async def depths(self) -> dict[int, int]:
         """Messages queued or in progress, per priority."""

@@ -14,8 +14,10 @@ LLM is unavailable, instead of the apology); ``always`` (before the LLM: cheapes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +27,11 @@ from redis.exceptions import RedisError
 
 from core.models import InboundMessage, language
 from core.priority import PriorityDetector
-from core.shop import Order, Shop, ShopUnavailable
+from core.shop import Order, Shop
 from core.state import ConversationState, Turn
 from core.tools import CustomerTools
+
+log = logging.getLogger("peakdesk.templates")
 
 TemplateMode = Literal["never", "fallback", "always"]
 
@@ -214,6 +218,9 @@ class Pressure(Protocol):
     def acknowledgement(self, priority: int, locale: str | None) -> str | None: ...
 
 
+INSTANT_TIMEOUT_S: Final = 0.5  # of the store, before the message is queued instead
+
+
 class InstantAnswers:
     """Templated answers given at admission, when the queue would make the customer wait.
 
@@ -244,8 +251,12 @@ class InstantAnswers:
             return None
         tools = CustomerTools(self.templates.shop, message.identity, locale)
         try:
-            return await self.templates.answer(detection.intent, tools, detection.order_id, locale)
-        except ShopUnavailable:
+            async with asyncio.timeout(INSTANT_TIMEOUT_S):
+                return await self.templates.answer(
+                    detection.intent, tools, detection.order_id, locale
+                )
+        except Exception as exc:  # any trouble: the message is queued as usual
+            log.info("instant answer skipped (%s)", type(exc).__name__)
             return None
 
     async def answered(self, message: InboundMessage, text: str) -> None:

@@ -171,7 +171,8 @@ class Worker:
                     )
                 if self._turns:
                     turns = [(c, t) for t, c in self._turns.items()]
-                    await self.queue.renew_turns(turns, self.lock_ttl_ms)
+                    if lapsed := await self.queue.renew_turns(turns, self.lock_ttl_ms):
+                        log.warning("%d conversation turns lapsed (slow Redis or a stall)", lapsed)
                 free = self._free_slots()
                 if free > 0 and not stop.is_set():
                     stale = await self.queue.claim_stale(
@@ -194,8 +195,10 @@ class Worker:
         # message waits for the rest of its burst (the window after it arrived) first. While
         # waiting it holds no slot.
         conversation = entry.message.conversation_key
-        due = entry.enqueued_at + self.burst_window_s if self.burst_window_s else 0.0
-        waits = self._conversations.busy(conversation) or due > time.time()
+        now = time.time()
+        # Capped at the window: another host's clock may run ahead of ours.
+        due = min(entry.enqueued_at, now) + self.burst_window_s if self.burst_window_s else 0.0
+        waits = self._conversations.busy(conversation) or due > now
         if waits:
             self._waiting += 1
         task = self._conversations.start(conversation, lambda: self._when_due(entry, due, waits))
@@ -240,6 +243,9 @@ class Worker:
         token = f"{self.consumer}:{entry.ticket_id}"
         turn: Turn | None = None
         try:
+            if entry.deliveries > self.max_deliveries:  # alone: it may be what keeps failing
+                await self._dead_letter(entry)
+                return
             turn = await self.queue.begin_turn(entry, token, self.lock_ttl_ms)
             if turn is None:
                 await self.queue.ack(entry)
@@ -247,19 +253,20 @@ class Worker:
                 return
             self._turns[token] = entry.message.conversation_key
             answering = turn.merged(entry)
-            if entry.deliveries > self.max_deliveries:
-                dead, turn = turn, None
-                await self._dead_letter(entry, answering, dead)
-                return
             self.metrics.wait.labels(priority).observe(max(0.0, time.time() - entry.enqueued_at))
             reply = await self._answer_showing_presence(answering)
             if reply is None:  # passed to the people who have the conversation
-                await self.queue.end_turn(entry, turn, held=True)
-                turn = None
+                held, turn = turn, None
+                await self.queue.end_turn(entry, held, held=True)
                 self.metrics.processed.labels(priority, "held").inc()
                 return
             finishing, turn = turn, None
-            if await self.queue.finish(entry, reply, turn=finishing):
+            stored = await self.queue.finish(entry, reply, turn=finishing)
+            if stored < 0:
+                log.warning(
+                    "ticket %s: turn lost to another worker; left for a retry", entry.ticket_id
+                )
+            elif stored:
                 await self.handler.remember(answering, reply)
                 self.metrics.processed.labels(priority, reply.source.value).inc()
                 self._notify(finishing)
@@ -303,13 +310,10 @@ class Worker:
                 )
             await asyncio.sleep(self.typing_interval_s)
 
-    async def _dead_letter(
-        self, entry: QueuedMessage, answering: QueuedMessage, turn: Turn
-    ) -> None:
+    async def _dead_letter(self, entry: QueuedMessage) -> None:
         log.error("ticket %s: delivered %d times, dead-lettered", entry.ticket_id, entry.deliveries)
-        reply = await self.handler.fallback(answering, "dead_letter")
-        await self.queue.finish(
-            entry, reply, turn=turn, dead_reason=f"deliveries={entry.deliveries}"
-        )
+        reply = await self.handler.fallback(entry, "dead_letter")
+        await self.queue.finish(entry, reply, dead_reason=f"deliveries={entry.deliveries}")
         self.metrics.dead_letters.inc()
-        self._notify(turn)
+        if self.notifier is not None:
+            self.notifier.notify(entry.ticket_id)

@@ -5,9 +5,14 @@
 -- KEYS[4] today's counters, KEYS[5] burst list, KEYS[6] turn lock, KEYS[7] acknowledged
 -- marker, KEYS[8] dead-letter stream, KEYS[9...] reply keys of the burst's other tickets
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] reply JSON, ARGV[4] reply TTL (s),
--- ARGV[5] reply source (counted), ARGV[6] burst messages answered ('0': none),
--- ARGV[7] turn lock token ('' = none), ARGV[8] dead-letter reason ('' = none),
--- ARGV[9] message JSON (dead letters), ARGV[10] the entry's priority (its stream drained)
+-- ARGV[5] reply source (counted), ARGV[6] turn lock token ('' = none),
+-- ARGV[7] dead-letter reason ('' = none), ARGV[8] message JSON (dead letters),
+-- ARGV[9] the entry's priority (its stream drained), ARGV[10...] the burst items answered
+-- Returns 1 (stored), 0 (it had a reply already: nothing sent) or -1 (the turn lock lapsed and
+-- another worker has the conversation: nothing done, the entry stays for a retry).
+if ARGV[6] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[6] then
+  return -1
+end
 local created = 0
 if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[4]) then
   for i = 9, #KEYS do
@@ -20,17 +25,16 @@ if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[4]) then
   redis.call('DEL', KEYS[7])
   created = 1
 end
-if ARGV[8] ~= '' then
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', '100000', '*', 'entry', ARGV[2], 'm', ARGV[9], 'reason', ARGV[8])
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', '100000', '*', 'entry', ARGV[2], 'm', ARGV[8], 'reason', ARGV[7])
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[3], ARGV[2])
-redis.call('HINCRBY', KEYS[4], 'drained:' .. ARGV[10], 1)
-local answered = tonumber(ARGV[6])
-if answered > 0 then
-  redis.call('LTRIM', KEYS[5], answered, -1)
+redis.call('HINCRBY', KEYS[4], 'drained:' .. ARGV[9], 1)
+for i = 10, #ARGV do
+  redis.call('LREM', KEYS[5], 1, ARGV[i])
 end
-if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) == ARGV[7] then
+if ARGV[6] ~= '' then
   redis.call('DEL', KEYS[6])
 end
 return created

@@ -12,7 +12,7 @@ from core.handler import ReplyHandler
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
-from core.models import InboundMessage, Reply
+from core.models import InboundMessage, Reply, ReplySource
 from core.queue import PriorityQueue
 from core.state import ConversationState
 from core.worker import Worker
@@ -183,3 +183,84 @@ async def test_a_crashed_workers_turn_lock_lapses_and_the_message_is_answered(
         await llm.aclose()
     [reply] = await outbox(redis, keys)
     assert reply.message_id == "m1" and fake_llm.calls == 1
+
+
+async def test_a_flood_from_one_customer_answers_every_message_exactly_once(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    # More unanswered messages than one turn takes, and the newest one urgent (read first).
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    for n in range(24):
+        await queue.admit(said(n, f"line {n}"), 2)
+    await queue.admit(said(24, "my payment failed"), 0)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.01)
+
+    async def drained() -> bool:
+        return sum((await queue.depths()).values()) == 0
+
+    try:
+        await run_workers([worker], drained)
+    finally:
+        await llm.aclose()
+    covered = [i for reply in await outbox(redis, keys) for i in reply.answered_ids]
+    assert sorted(covered) == sorted(f"m{n}" for n in range(25))  # each once, none lost
+    assert not await redis.exists(keys.burst(said(0, "").conversation_key))
+
+
+async def test_a_worker_whose_turn_lapsed_stores_nothing_and_the_new_owner_answers_once(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    await queue.admit(said(1, "first"), 2)
+    await queue.admit(said(2, "second"), 2)
+    first, second = await queue.read("c", 2)
+    stalled = await queue.begin_turn(first, "stalled", lock_ttl_ms=50)
+    assert stalled is not None and len(stalled.items) == 2
+    await asyncio.sleep(0.1)  # its process stalls; the lock lapses
+    await queue.admit(said(3, "third"), 2)
+    owner = await queue.begin_turn(second, "owner", lock_ttl_ms=5000)
+    assert owner is not None and len(owner.items) == 3
+
+    def reply(turn: Any, entry: Any, text: str) -> Reply:
+        answering = turn.merged(entry)
+        return Reply.for_message(
+            answering.message,
+            ticket_id=answering.ticket_id,
+            priority=2,
+            text=text,
+            source=ReplySource.LLM,
+            message_ids=answering.message_ids,
+        )
+
+    assert await queue.finish(first, reply(stalled, first, "late"), turn=stalled) == -1
+    assert await queue.finish(second, reply(owner, second, "answer"), turn=owner) == 1
+    [sent] = await outbox(redis, keys)
+    assert sent.text == "answer" and sent.answered_ids == ["m1", "m2", "m3"]
+    assert await queue.begin_turn(first, "retry", lock_ttl_ms=5000) is None  # answered
+
+
+async def test_in_a_group_chat_each_member_gets_an_answer_of_their_own(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    for n, user in enumerate(["alice", "bob", "alice"]):
+        message = dataclasses.replace(said(n, f"{user} asks {n}", "group"), user_id=user)
+        await queue.admit(message, 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.2)
+
+    async def answered() -> bool:
+        return len(await outbox(redis, keys)) == 2 and sum((await queue.depths()).values()) == 0
+
+    try:
+        await run_workers([worker], answered)
+    finally:
+        await llm.aclose()
+    replies = {r.user_id: r for r in await outbox(redis, keys)}
+    assert replies["alice"].answered_ids == ["m0", "m2"]
+    assert replies["bob"].answered_ids == ["m1"]
+    assert "bob" not in replies["alice"].text and "alice" not in replies["bob"].text

@@ -307,9 +307,10 @@ async def test_in_peak_mode_the_same_intent_in_other_words_shares_one_answer(
     monitor = PeakMonitor(redis, keys)
     handler = peak_handler(llm, redis, keys, monitor)
 
-    def first_contact(text: str, n: int) -> QueuedMessage:
+    def first_contact(text: str, n: int, locale: str | None = None) -> QueuedMessage:
         queued = entry(text, n=n)
         queued.message.conversation_id = f"c{n}"  # a new customer each time
+        queued.message.metadata.locale = locale
         return queued
 
     await reply_to(handler, first_contact("how do I reset my password?", 1))
@@ -325,3 +326,11 @@ async def test_in_peak_mode_the_same_intent_in_other_words_shares_one_answer(
     again = await reply_to(handler, first_contact("good morning", 7))
     assert vague.source is again.source is ReplySource.LLM  # no intent: never by intent
     assert fake_llm.calls == 6
+    # A channel's locale (Telegram sends one) is the language, not personal context.
+    american = await reply_to(handler, first_contact("password reset please", 8, "en-US"))
+    assert american.source is ReplySource.CACHE and american.text == first.text
+    german = await reply_to(handler, first_contact("password reset please", 9, "de-DE"))
+    assert german.source is ReplySource.LLM  # another language: its own answer
+    detailed = await reply_to(handler, first_contact("reset password for bob@example.com", 10))
+    assert detailed.source is ReplySource.LLM  # details of its own: never by intent
+    assert fake_llm.calls == 8

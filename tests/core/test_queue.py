@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -84,7 +86,7 @@ async def test_finish_records_one_reply_acks_and_frees_the_slot(redis: Redis, ke
     reply = Reply.for_message(
         entry.message, ticket_id=entry.ticket_id, priority=0, text="answer", source=ReplySource.LLM
     )
-    assert await queue.finish(entry, reply) is True
+    assert await queue.finish(entry, reply) == 1
     again = Reply.for_message(
         entry.message,
         ticket_id=entry.ticket_id,
@@ -92,7 +94,7 @@ async def test_finish_records_one_reply_acks_and_frees_the_slot(redis: Redis, ke
         text="a second answer",
         source=ReplySource.LLM,
     )
-    assert await queue.finish(entry, again) is False
+    assert await queue.finish(entry, again) == 0
     stored = await queue.stored_reply(entry.ticket_id)
     assert stored is not None and stored.text == "answer"
     assert await redis.xlen(keys.outbox) == 1
@@ -174,3 +176,42 @@ def test_ticket_ids_are_unique_and_short() -> None:
     tickets = {new_ticket_id() for _ in range(10_000)}
     assert len(tickets) == 10_000
     assert all(len(t) <= 20 and t.isalnum() for t in tickets)
+
+
+class AlwaysAcknowledge:
+    """Peak mode as if every answer were far off."""
+
+    def acknowledgement(self, priority: int, locale: str | None) -> str | None:
+        return "we have it: {ticket}"
+
+    def follow_up(self, locale: str | None) -> str:
+        return "added: {ticket}"
+
+    def admitted(self, priority: int, acked: bool) -> None:
+        pass
+
+
+async def test_acknowledgements_a_full_one_then_short_ones_and_none_while_people_have_it(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = await make_queue(redis, keys, acks=AlwaysAcknowledge(), merge_bursts=True)
+
+    def said(n: int) -> InboundMessage:
+        return dataclasses.replace(inbound(n), conversation_id="c1")
+
+    first = await queue.admit(said(1), 2)
+    second = await queue.admit(said(2), 2)
+    entries: Any = await redis.xrange(keys.outbox)
+    acks = [Reply.from_json(f["r"]) for _, f in entries]
+    assert [a.text for a in acks] == [
+        f"we have it: {first.ticket_id}",
+        f"added: {second.ticket_id}",
+    ]
+    assert {a.source for a in acks} == {ReplySource.ACK}
+    assert acks[0].reply_id == "A" + first.ticket_id
+    assert (await queue.admit(said(3), 2, wait_until=time.time() + 5)).status == "queued"
+    assert await redis.xlen(keys.outbox) == 2  # a synchronous waiter gets the answer itself
+    await redis.hset(keys.handover(said(1).conversation_key), "status", "owned")
+    await queue.admit(said(4), 2)
+    assert await redis.xlen(keys.outbox) == 2  # people have the conversation: they answer
+    assert await queue.answer_if_idle(said(5), "template", ReplySource.TEMPLATE, 2) is None
