@@ -99,7 +99,8 @@ class Settings(BaseSettings):
 
     # Queue and workers
     peakdesk_max_concurrent: int = Field(50, ge=1, le=10_000)
-    peakdesk_max_queue: int = Field(100_000, ge=1)
+    # Messages held at most: 2 minutes of a 500x peak; about 1 KB of Redis memory each.
+    peakdesk_max_queue: int = Field(1_000_000, ge=1)
     peakdesk_claim_idle_s: float = Field(30.0, gt=0)
     peakdesk_max_deliveries: int = Field(5, ge=1)
     peakdesk_retry_after_s: int = Field(5, ge=1, le=3600)

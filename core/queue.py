@@ -159,7 +159,7 @@ class PriorityQueue:
         redis: Redis,
         keys: Keys,
         *,
-        max_queue: int = 100_000,
+        max_queue: int = 1_000_000,
         ceiling_ratio: float = 1.1,
         dedupe_ttl_s: int = 7 * 24 * 3600,
         reply_ttl_s: int = 7 * 24 * 3600,

@@ -8,10 +8,32 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bots.settings import Settings
 from core.keys import Keys
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Service, message, wired_settings
+
+
+def backlogged(
+    keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver, delay: float, **extra: Any
+) -> Settings:
+    """Settings where a few messages make a backlog: 2 answers at a time, each ``delay``
+    seconds, and acknowledgements past 1 s."""
+
+    async def slow(payload: dict[str, Any]) -> str:
+        await asyncio.sleep(delay)
+        return "answer: " + str(payload["messages"][-1]["content"])
+
+    fake_llm.responder = slow
+    return wired_settings(
+        keys,
+        fake_llm.base_url,
+        receiver.url,
+        peakdesk_first_response_s=1.0,
+        peakdesk_max_concurrent=2,
+        **extra,
+    )
 
 
 def answered(receiver: CallbackReceiver) -> set[str]:
@@ -22,18 +44,7 @@ def answered(receiver: CallbackReceiver) -> set[str]:
 async def test_a_backlog_gets_acknowledgements_first_and_every_full_answer_later(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async def slow(payload: dict[str, Any]) -> str:
-        await asyncio.sleep(0.2)
-        return "answer: " + str(payload["messages"][-1]["content"])
-
-    fake_llm.responder = slow
-    settings = wired_settings(
-        keys,
-        fake_llm.base_url,
-        receiver.url,
-        peakdesk_first_response_s=1.0,
-        peakdesk_max_concurrent=2,
-    )
+    settings = backlogged(keys, fake_llm, receiver, 0.2)
     async with Service(settings, redis) as svc:
         tickets = {}
         for n in range(16):  # 16 messages, 10 answers a second at most: a backlog
@@ -75,19 +86,7 @@ async def test_a_backlog_gets_acknowledgements_first_and_every_full_answer_later
 async def test_under_a_backlog_a_templated_answer_goes_out_at_once_unless_it_would_overtake(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
-    async def slow(payload: dict[str, Any]) -> str:
-        await asyncio.sleep(0.3)
-        return "answer: " + str(payload["messages"][-1]["content"])
-
-    fake_llm.responder = slow
-    settings = wired_settings(
-        keys,
-        fake_llm.base_url,
-        receiver.url,
-        peakdesk_first_response_s=1.0,
-        peakdesk_max_concurrent=2,
-        peakdesk_burst_window_s=0.1,
-    )
+    settings = backlogged(keys, fake_llm, receiver, 0.3, peakdesk_burst_window_s=0.1)
     question = "what payment methods do you accept?"
     async with Service(settings, redis) as svc:
         for n in range(12):

@@ -34,7 +34,7 @@ class Options:
     latency_p95_s: float = 4.0
     error_rate: float = 0.005
     configure_limits: bool = True
-    max_queue: int = 100_000
+    max_queue: int = 1_000_000
     max_concurrent: int | None = None  # None: see bots.simulate.run.max_concurrent
     workers: int = 1
     redis_url: str | None = None

@@ -21,7 +21,7 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv(name, raising=False)
     s = settings()
     assert (s.peakdesk_host, s.peakdesk_port) == ("127.0.0.1", 8080)
-    assert (s.peakdesk_max_concurrent, s.peakdesk_max_queue) == (50, 100_000)
+    assert (s.peakdesk_max_concurrent, s.peakdesk_max_queue) == (50, 1_000_000)
     assert (s.peakdesk_claim_idle_s, s.peakdesk_max_deliveries) == (30.0, 5)
     assert s.holysheep_base_url == "https://api.holysheep.ai/v1"
     assert s.holysheep_model == "deepseek-v3.2" and s.redis_url is None and s.on_loopback

@@ -41,6 +41,29 @@ async def run_workers(workers: list[Worker], done: Any, timeout: float = 15.0) -
         await asyncio.gather(*tasks)
 
 
+async def answer_all(
+    queue: PriorityQueue,
+    redis: Redis,
+    keys: Keys,
+    fake_llm: FakeOpenAI,
+    replies: int | None = None,
+    **options: Any,
+) -> list[Reply]:
+    """Run one worker until the queue is empty (and ``replies`` replies are out)."""
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, **options)
+
+    async def done() -> bool:
+        sent = replies is None or len(await outbox(redis, keys)) == replies
+        return sent and sum((await queue.depths()).values()) == 0
+
+    try:
+        await run_workers([worker], done)
+    finally:
+        await llm.aclose()
+    return await outbox(redis, keys)
+
+
 def make_worker(
     queue: PriorityQueue, redis: Redis, keys: Keys, llm: HolySheepClient, **options: Any
 ) -> Worker:
@@ -58,16 +81,7 @@ async def test_messages_sent_within_the_window_get_one_answer_in_order(
         for n, text in enumerate(["hi", "my parcel is late", "what can I do?"])
     ]
     await queue.admit(said(9, "unrelated", conversation="c2"), 2)
-    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
-    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.5)
-
-    async def answered() -> bool:
-        return len(await outbox(redis, keys)) == 2 and sum((await queue.depths()).values()) == 0
-
-    try:
-        await run_workers([worker], answered)
-    finally:
-        await llm.aclose()
+    await answer_all(queue, redis, keys, fake_llm, 2, burst_window_s=0.5)
     assert fake_llm.calls == 2
     asked = [r.json["messages"][-1]["content"] for r in fake_llm.requests]
     assert "hi\nmy parcel is late\nwhat can I do?" in asked
@@ -194,17 +208,8 @@ async def test_a_flood_from_one_customer_answers_every_message_exactly_once(
     for n in range(24):
         await queue.admit(said(n, f"line {n}"), 2)
     await queue.admit(said(24, "my payment failed"), 0)
-    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
-    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.01)
-
-    async def drained() -> bool:
-        return sum((await queue.depths()).values()) == 0
-
-    try:
-        await run_workers([worker], drained)
-    finally:
-        await llm.aclose()
-    covered = [i for reply in await outbox(redis, keys) for i in reply.answered_ids]
+    sent = await answer_all(queue, redis, keys, fake_llm, burst_window_s=0.01)
+    covered = [i for reply in sent for i in reply.answered_ids]
     assert sorted(covered) == sorted(f"m{n}" for n in range(25))  # each once, none lost
     assert not await redis.exists(keys.burst(said(0, "").conversation_key))
 
@@ -250,17 +255,8 @@ async def test_in_a_group_chat_each_member_gets_an_answer_of_their_own(
     for n, user in enumerate(["alice", "bob", "alice"]):
         message = dataclasses.replace(said(n, f"{user} asks {n}", "group"), user_id=user)
         await queue.admit(message, 2)
-    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
-    worker = make_worker(queue, redis, keys, llm, burst_window_s=0.2)
-
-    async def answered() -> bool:
-        return len(await outbox(redis, keys)) == 2 and sum((await queue.depths()).values()) == 0
-
-    try:
-        await run_workers([worker], answered)
-    finally:
-        await llm.aclose()
-    replies = {r.user_id: r for r in await outbox(redis, keys)}
+    sent = await answer_all(queue, redis, keys, fake_llm, 2, burst_window_s=0.2)
+    replies = {r.user_id: r for r in sent}
     assert replies["alice"].answered_ids == ["m0", "m2"]
     assert replies["bob"].answered_ids == ["m1"]
     assert "bob" not in replies["alice"].text and "alice" not in replies["bob"].text
