@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,14 +71,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [*lines, ""]
 
 
-def _value(value: Any) -> str:
+def _value(value: Any, unit: str) -> str:
+    """A target's value: seconds, a share (as a percentage) or a count."""
     if isinstance(value, dict):
-        return ", ".join(
-            f"{k.replace('_', ' ')} {_pct(v) if isinstance(v, float) or v is None else v}"
-            for k, v in value.items()
-        )
-    if isinstance(value, float) and value < 1 and not value.is_integer():
+        return ", ".join(f"{k.replace('_', ' ')} {_value(v, unit)}" for k, v in value.items())
+    if value is None:
+        return "n/a"
+    if unit == "share":
         return _pct(value)
+    if unit == "s":
+        return "∞" if math.isinf(value) else f"{value:.1f} s"
     return _num(value)
 
 
@@ -106,7 +109,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += _table(
         ("target", "goal", "value", "verdict"),
         [
-            (t["target"], t["goal"], _value(t["value"]), _verdict(t["met"]))
+            (t["target"], t["goal"], _value(t["value"], t["unit"]), _verdict(t["met"]))
             for t in report["targets"]
         ],
     )

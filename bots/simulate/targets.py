@@ -13,8 +13,9 @@ THROTTLED_MAX = 0.01
 NO_PROVIDER_SHARE_MIN = 0.5
 
 
-def _target(name: str, goal: str, value: Any, met: bool | None) -> dict[str, Any]:
-    return {"target": name, "goal": goal, "value": value, "met": met}
+def _target(name: str, goal: str, value: Any, met: bool | None, unit: str = "") -> dict[str, Any]:
+    """``unit``: "s" (seconds), "share" (0-1, shown as a percentage) or "" (a count)."""
+    return {"target": name, "goal": goal, "value": value, "met": met, "unit": unit}
 
 
 def verdicts(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -42,23 +43,27 @@ def verdicts(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"<= {FIRST_RESPONSE_P99_S:g} s",
             first_p99,
             first_p99 is not None and first_p99 <= FIRST_RESPONSE_P99_S,
+            "s",
         ),
         _target(
             "priority-0 p95 time to full answer",
             f"<= {URGENT_FULL_P95_S:g} s",
             urgent["p95"],
             None if not urgent["count"] else (urgent["p95"] or math.inf) <= URGENT_FULL_P95_S,
+            "s",
         ),
         _target(
             "provider use during the backlog, 429 share",
             f">= {PROVIDER_USE_MIN:.0%} of its limit, <= {THROTTLED_MAX:.0%} 429s",
             {"use_of_limit": use, "share_429": throttled},
             provider_met,
+            "share",
         ),
         _target(
             "answered without a provider call",
             f">= {NO_PROVIDER_SHARE_MIN:.0%} of messages",
             share,
             share is not None and share >= NO_PROVIDER_SHARE_MIN,
+            "share",
         ),
     ]
