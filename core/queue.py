@@ -516,16 +516,16 @@ class PriorityQueue:
             chosen = [*mine[: MAX_TURN_MESSAGES - 1], mine[position]]
         return Turn(token, tuple(i for i, _ in chosen), tuple(r for _, r in chosen))
 
-    async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> int:
-        """Keep the turn locks (conversation, token) of work still in progress; returns how
-        many had lapsed (their finish will find out and store nothing)."""
+    async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> list[str]:
+        """Keep the turn locks (conversation, token) of work in progress; returns the tokens
+        not renewed: ended meanwhile, or lapsed (their finish then stores nothing)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for conversation, token in turns:
                 await self._end_script(
                     keys=self._turn_keys(conversation), args=[token, lock_ttl_ms, 0, 0], client=pipe
                 )
             renewed = await pipe.execute()
-        return sum(not ok for ok in renewed)
+        return [token for (_, token), ok in zip(turns, renewed, strict=True) if not ok]
 
     async def end_turn(self, entry: QueuedMessage, turn: Turn, *, held: bool = False) -> None:
         """End a turn that stored no reply: on failure just give the conversation back (the

@@ -171,7 +171,9 @@ class Worker:
                     )
                 if self._turns:
                     turns = [(c, t) for t, c in self._turns.items()]
-                    if lapsed := await self.queue.renew_turns(turns, self.lock_ttl_ms):
+                    missed = await self.queue.renew_turns(turns, self.lock_ttl_ms)
+                    # Turns that ended meanwhile are gone from _turns; the rest lapsed.
+                    if lapsed := sum(token in self._turns for token in missed):
                         log.warning("%d conversation turns lapsed (slow Redis or a stall)", lapsed)
                 free = self._free_slots()
                 if free > 0 and not stop.is_set():
@@ -255,6 +257,7 @@ class Worker:
             answering = turn.merged(entry)
             self.metrics.wait.labels(priority).observe(max(0.0, time.time() - entry.enqueued_at))
             reply = await self._answer_showing_presence(answering)
+            self._turns.pop(token, None)  # ending now: no renewal races the end
             if reply is None:  # passed to the people who have the conversation
                 held, turn = turn, None
                 await self.queue.end_turn(entry, held, held=True)
