@@ -4,7 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+
+# Set by a worker in the task of each message it processes: how to give the message's slot
+# back while it only waits (see :func:`slot_released`).
+_yield_slot: ContextVar[Callable[[int], None] | None] = ContextVar("yield_slot", default=None)
+
+
+def set_slot_owner(give: Callable[[int], None]) -> None:
+    """In a worker's message task: ``give(+1)`` lends its slot out, ``give(-1)`` takes it back."""
+    _yield_slot.set(give)
+
+
+@contextlib.asynccontextmanager
+async def slot_released() -> AsyncIterator[None]:
+    """While waiting on another call's answer (single flight), let the worker start another
+    message in this one's slot: waiting followers must not starve the LLM of callers."""
+    give = _yield_slot.get()
+    if give is None:
+        yield
+        return
+    give(1)
+    try:
+        yield
+    finally:
+        give(-1)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 from redis.exceptions import RedisError
 
+from core.aio import slot_released
 from core.circuit import OPEN as OPEN_CIRCUIT
 from core.circuit import CircuitBreaker
 from core.errors import LLMError
@@ -312,7 +313,8 @@ class ReplyHandler:
             return text, ReplySource.LLM
         flight = self._flights.get(shared)
         if flight is not None:  # the same question is being answered in this process
-            answered = await asyncio.shield(flight)
+            async with slot_released():
+                answered = await asyncio.shield(flight)
             if answered is not None:
                 await self.state.store_answer(digest, answered)
                 return answered, ReplySource.CACHE
@@ -321,10 +323,13 @@ class ReplyHandler:
         self._flights[shared] = future
         leading = found == "lead"
         try:
-            if found == "follow" and (answered := await self._await_flight(shared)) is not None:
-                future.set_result(answered)
-                await self.state.store_answer(digest, answered)
-                return answered, ReplySource.CACHE
+            if found == "follow":
+                async with slot_released():
+                    answered = await self._await_flight(shared)
+                if answered is not None:
+                    future.set_result(answered)
+                    await self.state.store_answer(digest, answered)
+                    return answered, ReplySource.CACHE
             renewing = (
                 asyncio.get_running_loop().create_task(self._renew_flight(shared))
                 if leading

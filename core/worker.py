@@ -20,7 +20,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from core.aio import SerialByKey, wait_event
+from core.aio import SerialByKey, set_slot_owner, wait_event
 from core.errors import StoreUnavailable
 from core.metrics import Metrics
 from core.models import InboundMessage, QueuedMessage, Reply
@@ -215,6 +215,7 @@ class Worker:
         task.add_done_callback(done)
 
     async def _when_due(self, entry: QueuedMessage, due: float, waits: bool) -> None:
+        set_slot_owner(self._lend_slot)  # this task's own context: the handler may lend it
         if waits:
             try:
                 if (delay := due - time.time()) > 0:
@@ -223,6 +224,12 @@ class Worker:
                 self._waiting -= 1
                 self._slot_freed.set()  # the budget is recomputed: this entry now holds a slot
         await self.process(entry)
+
+    def _lend_slot(self, change: int) -> None:
+        """A message waits on another's answer (+1) or goes on (-1): its slot is free
+        meanwhile, counted like those waiting behind their conversation."""
+        self._waiting += change
+        self._slot_freed.set()
 
     def _free_slots(self) -> int:
         # An entry waiting behind an earlier one of its conversation holds no LLM slot, so a

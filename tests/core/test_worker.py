@@ -264,3 +264,38 @@ async def test_a_burst_from_one_customer_does_not_hold_up_the_others(
         await llm.aclose()
     answered = [Reply.from_json(f["r"]).message_id for _, f in await redis.xrange(keys.outbox)]  # type: ignore[index,union-attr]
     assert answered.index("m99") <= 2  # not after the whole burst of six
+
+
+async def test_a_message_waiting_for_anothers_shared_answer_lends_its_slot(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    in_flight = peak = 0
+
+    async def slow_answer(payload: dict[str, Any]) -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.3)
+        in_flight -= 1
+        return "ok"
+
+    fake_llm.responder = slow_answer
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    await queue.admit(inbound(1, "do you ship to Canada?"), 2)  # answered once for both
+    await queue.admit(inbound(2, "do you ship to Canada?"), 2)
+    await queue.admit(inbound(3, "something else entirely"), 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), max_concurrent=2, block_ms=50)
+
+    async def all_answered() -> bool:
+        return int(await redis.xlen(keys.outbox)) == 3
+
+    try:
+        await run_until(worker, all_answered)
+    finally:
+        await llm.aclose()
+    # Two slots: the second asker of the shared question waits without holding one, so the
+    # third message's call runs beside the first one instead of after it.
+    assert fake_llm.calls == 2 and peak == 2
