@@ -1,0 +1,187 @@
+"""POST /wechat over real HTTP: signatures, passive replies, retries, safe mode, other types."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+
+from adapters.wechat.crypto import SafeMode, signature
+from adapters.wechat.ingress import GREETING, TEXT_ONLY, WeChatIngress
+from adapters.wechat.messages import parse
+from core.keys import Keys
+from core.metrics import Metrics
+from core.models import Reply, ReplySource
+from core.priority import PriorityDetector
+from core.queue import PriorityQueue
+from tests.adapters.wechat.test_wechat_crypto import AES_KEY, APP_ID, TOKEN
+
+
+class Answers:
+    """The reply waiter: answers the tickets it was told to, at once; records every wait."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, str] = {}
+        self.waited: list[str] = []
+
+    async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None:
+        self.waited.append(ticket_id)
+        text = self.ready.get(ticket_id)
+        if text is None:
+            return None
+        return Reply(
+            ticket_id=ticket_id,
+            priority=2,
+            text=text,
+            source=ReplySource.LLM,
+            channel="wechat",
+            account="gh_account",
+            message_id="",
+            conversation_id="",
+            user_id="",
+        )
+
+
+def push(
+    content: str = "我的订单到哪了？", msg_id: str = "24680", kind: str = "text", **extra: str
+) -> str:
+    fields = {
+        "ToUserName": "gh_account",
+        "FromUserName": "oOpenId123",
+        "CreateTime": "1764201600",
+        "MsgType": kind,
+        "Content": content,
+        "MsgId": msg_id,
+        **extra,
+    }
+    return "<xml>" + "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in fields.items()) + "</xml>"
+
+
+def signed(**extra: str) -> dict[str, str]:
+    ts, nonce = str(int(time.time())), "nonce42"
+    return {"signature": signature(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce, **extra}
+
+
+@pytest.fixture
+async def service(redis: Redis, keys: Keys) -> AsyncIterator[tuple[str, PriorityQueue, Answers]]:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    answers = Answers()
+    ingress = WeChatIngress(
+        queue,
+        PriorityDetector(),
+        answers,
+        Metrics(),
+        token=TOKEN,
+        safe_mode=SafeMode(TOKEN, AES_KEY, APP_ID),
+        passive_reply_s=1.0,
+    )
+    app = web.Application()
+    app.add_routes(ingress.routes())
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        yield str(server.make_url("/wechat")), queue, answers
+    finally:
+        await server.close()
+
+
+async def post(url: str, body: str, query: dict[str, str]) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, params=query, data=body.encode()) as r,
+    ):
+        return r.status, await r.text()
+
+
+async def test_the_url_check_echoes_only_for_a_valid_signature(service: Any) -> None:
+    url, _, _ = service
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, params=signed(echostr="hello-wechat")) as response:
+            assert response.status == 200 and await response.text() == "hello-wechat"
+        bad = {**signed(echostr="x"), "signature": "0" * 40}
+        async with http.get(url, params=bad) as response:
+            assert response.status == 401
+
+
+async def test_a_text_push_is_queued_and_answered_passively_when_ready(service: Any) -> None:
+    url, queue, answers = service
+    status, body = await post(url, push(), signed())
+    assert (status, body) == (200, "success")  # not ready within the passive window
+    [entry] = await queue.read("c", 10)
+    assert entry.message.user_id == "oOpenId123" and entry.message.channel == "wechat"
+    assert entry.priority == 1  # tracking an order
+    assert entry.wait_until > 0  # the outbox leaves the passive reply its head start
+    # WeChat's retry of the same MsgId: the same ticket, and now the answer is ready.
+    answers.ready[entry.ticket_id] = "已发货，预计明天送达"
+    status, body = await post(url, push(), signed())
+    reply = parse(body.encode())
+    assert status == 200 and reply["Content"] == "已发货，预计明天送达"
+    assert reply["ToUserName"] == "oOpenId123" and reply["FromUserName"] == "gh_account"
+    assert answers.waited == [entry.ticket_id, entry.ticket_id]
+    assert await queue.read("c", 10) == []  # queued once
+
+
+async def test_safe_mode_push_and_reply_round_trip_with_wechatpy(service: Any) -> None:
+    url, queue, answers = service
+    peer = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
+    ts, nonce = str(int(time.time())), "n9"
+    envelope = peer.encrypt_message(push("怎么退款", msg_id="777"), nonce, ts)
+    fields = parse(envelope.encode())
+    query = {
+        "signature": signature(TOKEN, ts, nonce),
+        "timestamp": ts,
+        "nonce": nonce,
+        "encrypt_type": "aes",
+        "msg_signature": fields["MsgSignature"],
+    }
+    answers.ready = {}
+    status, body = await post(url, envelope, query)
+    assert (status, body) == (200, "success")
+    [entry] = await queue.read("c", 10)
+    assert entry.message.text == "怎么退款"
+    answers.ready[entry.ticket_id] = "退款会在3-5个工作日内原路退回"
+    status, body = await post(url, envelope, query)
+    sealed = parse(body.encode())
+    plain = peer.decrypt_message(body, sealed["MsgSignature"], sealed["TimeStamp"], sealed["Nonce"])
+    assert parse_message(plain).content == "退款会在3-5个工作日内原路退回"
+    tampered = {**query, "msg_signature": "0" * 40}
+    assert (await post(url, envelope, tampered))[0] == 401
+
+
+async def test_other_types_and_events_get_a_short_reply_and_are_not_queued(service: Any) -> None:
+    url, queue, _ = service
+    _, body = await post(url, push(kind="image", PicUrl="http://x/y.jpg"), signed())
+    assert parse(body.encode())["Content"] == TEXT_ONLY
+    _, body = await post(url, push(kind="event", Event="subscribe"), signed())
+    assert parse(body.encode())["Content"] == GREETING
+    assert (await post(url, push(kind="event", Event="unsubscribe"), signed()))[1] == "success"
+    assert await queue.read("c", 10) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "status"),
+    [
+        ("<xml></xml>", {"signature": "0" * 40, "timestamp": "1", "nonce": "n"}, 401),
+        ("not xml", None, 400),
+        ("<xml><MsgType>text</MsgType></xml>", None, 400),
+        (push(content=""), None, 400),
+        ("<xml>" + "<a>x</a>" * 10000 + "</xml>", None, 413),
+        (push(), {"encrypt_type": "aes", "msg_signature": "0" * 40}, 401),
+    ],
+)
+async def test_bad_pushes_get_a_clear_4xx(
+    service: Any, body: str, query: dict[str, str] | None, status: int
+) -> None:
+    url, queue, _ = service
+    got, text = await post(url, body, {**signed(), **(query or {})})
+    assert got == status and "error" in text
+    assert await queue.read("c", 10) == []
