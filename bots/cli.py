@@ -101,6 +101,13 @@ def check_startup(settings: Settings, *, serving: bool) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    if any(settings.wechat_settings) and not settings.wechat_enabled:
+        print(
+            "peakdesk: WeChat needs WECHAT_TOKEN, WECHAT_APP_ID and WECHAT_APP_SECRET together "
+            "(some are missing)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     if not settings.slack_enabled:
         log.warning("Slack is not configured: no hand-over to people, the bot answers everything")
     if not reveal(settings.holysheep_api_key):

@@ -24,6 +24,10 @@ from adapters.telegram.sender import TelegramReplySender
 from adapters.webhook.convert import CHANNEL as WEBHOOK
 from adapters.webhook.ingress import WebhookIngress
 from adapters.webhook.sender import CallbackSender
+from adapters.wechat.crypto import SafeMode
+from adapters.wechat.ingress import CHANNEL as WECHAT
+from adapters.wechat.ingress import WeChatIngress
+from adapters.wechat.sender import WeChatSender
 from bots.http import build_app
 from bots.settings import Settings, reveal
 from core.aio import wait_event
@@ -158,6 +162,17 @@ class Runtime:
         if token is not None:
             self.telegram = TelegramChannel(self, token, polling=ingest)
             senders[TELEGRAM] = presence[TELEGRAM] = self.telegram.sender
+        if s.wechat_enabled:
+            _, app_id, app_secret = s.wechat_settings
+            assert app_id and app_secret
+            senders[WECHAT] = WeChatSender(
+                self.http,
+                self.redis,
+                self.keys,
+                app_id=app_id,
+                app_secret=app_secret,
+                api_base=s.wechat_api_base,
+            )
         self.slack: SlackChannel | None = SlackChannel(self) if s.slack_enabled else None
         self.outbox = Outbox(
             self.redis,
@@ -179,6 +194,7 @@ class Runtime:
             default_callback_url=s.webhook_callback_url,
             retry_after_s=s.peakdesk_retry_after_s,
         )
+        self.wechat = self._wechat_ingress() if s.wechat_enabled else None
         self.workers = [
             Worker(
                 self.queue,
@@ -196,6 +212,21 @@ class Runtime:
         ]
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _wechat_ingress(self) -> WeChatIngress:
+        s = self.settings
+        token, app_id, _ = s.wechat_settings
+        aes_key = reveal(s.wechat_aes_key)
+        assert token and app_id
+        return WeChatIngress(
+            self.queue,
+            self.detector,
+            self.outbox,
+            self.metrics,
+            token=token,
+            safe_mode=SafeMode(token, aes_key, app_id) if aes_key else None,
+            passive_reply_s=s.wechat_passive_reply_s,
+        )
 
     def _store(self) -> Shop:
         """The merchant's store API when STORE_API_BASE is set, else the demo shop."""
@@ -216,6 +247,8 @@ class Runtime:
             routes += self.telegram.ingress.routes()
         if self.slack is not None:
             routes += self.slack.app.routes()
+        if self.wechat is not None:
+            routes += self.wechat.routes()
         return build_app(routes, self.redis, self.queue, self.metrics)
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.telegram.bot import SECRET_TOKEN_PATTERN
+from adapters.wechat.sender import DEFAULT_API_BASE as WECHAT_API_BASE
 from core.llm import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -89,6 +90,15 @@ class Settings(BaseSettings):
     slack_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
     peakdesk_escalate_after_failures: int = Field(2, ge=1, le=100)
 
+    # WeChat Official Account (on when WECHAT_TOKEN, WECHAT_APP_ID and WECHAT_APP_SECRET are
+    # all set; WECHAT_AES_KEY adds safe mode)
+    wechat_token: SecretStr | None = None  # the "Token" of the account's server configuration
+    wechat_app_id: str | None = Field(None, pattern=r"^wx[0-9a-f]{16}$")
+    wechat_app_secret: SecretStr | None = None
+    wechat_aes_key: SecretStr | None = None  # EncodingAESKey: 43 characters
+    wechat_api_base: str = Field(WECHAT_API_BASE, pattern=r"^https?://\S+$")
+    wechat_passive_reply_s: float = Field(4.0, gt=0, lt=5)
+
     # Shop knowledge: the merchant's store API, else the demo shop shipped with peakdesk
     store_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
     store_api_token: SecretStr | None = None
@@ -136,6 +146,13 @@ class Settings(BaseSettings):
             raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value
 
+    @field_validator("wechat_aes_key")
+    @classmethod
+    def _wechat_aes_key_format(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9+/]{43}", value.get_secret_value()):
+            raise ValueError("EncodingAESKey: 43 characters of A-Z, a-z, 0-9, + and /")
+        return value
+
     @field_validator("peakdesk_template_file")
     @classmethod
     def _templates_load(cls, value: str | None) -> str | None:
@@ -179,6 +196,19 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return all(self.slack_settings)
+
+    @property
+    def wechat_settings(self) -> tuple[str | None, str | None, str | None]:
+        """WECHAT_TOKEN, WECHAT_APP_ID, WECHAT_APP_SECRET (None when unset)."""
+        return (
+            reveal(self.wechat_token),
+            self.wechat_app_id,
+            reveal(self.wechat_app_secret),
+        )
+
+    @property
+    def wechat_enabled(self) -> bool:
+        return all(self.wechat_settings)
 
     @property
     def on_loopback(self) -> bool:

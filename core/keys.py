@@ -138,6 +138,10 @@ class Keys:
         """The store cache: ``kind`` is order, orders, product, search, policy or identity."""
         return f"{self.tag}:shop:{kind}:{name}"
 
+    def wechat_token(self, app_id: str) -> str:
+        """The Official Account's access token, shared by every process until it expires."""
+        return f"{self.tag}:wechat:token:{app_id}"
+
     def provider(self, name: str) -> str:
         """The LLM provider's shared limits: rpm, tpm, leases, factor, cut_at."""
         return f"{self.tag}:provider:{name}"

@@ -150,3 +150,12 @@ async def test_chat_answers_a_demo_customer_and_shows_the_source(tmp_path: Path)
     # No LLM key here: the template answers her order; the other one is not hers.
     assert "bot [template]> Your order 100158" in out and "793343217053" in out
     assert "bot [fallback]>" in out and "intent track_order, order 100026" in out
+
+
+async def test_serve_refuses_half_a_wechat_configuration(tmp_path: Path) -> None:
+    code, stderr = await run_cli(
+        tmp_path, "serve", WECHAT_TOKEN="t", WECHAT_APP_ID="wx1234567890abcdef"
+    )
+    assert code == 2 and "WECHAT_APP_SECRET" in stderr
+    code, stderr = await run_cli(tmp_path, "serve", WECHAT_AES_KEY="too-short")
+    assert code == 2 and "WECHAT_AES_KEY" in stderr
