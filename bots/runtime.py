@@ -226,6 +226,7 @@ class Runtime:
             token=token,
             safe_mode=SafeMode(token, aes_key, app_id) if aes_key else None,
             passive_reply_s=s.wechat_passive_reply_s,
+            acks=self.peak,
         )
 
     def _store(self) -> Shop:

@@ -7,7 +7,9 @@ customer-service message, from the outbox. WeChat's retries of a message (also w
 first request is still open) are duplicates on ``MsgId``: they wait for the same answer, and
 only one request can take it, so the customer never gets two.
 
-Other message types get a short text reply at once; the subscribe event a greeting; other
+When the answer is not ready and peak mode says it will take a while, the passive reply is
+the acknowledgement (ticket and estimate) instead of ``success``. Other message types get a
+short text reply at once; the subscribe event a greeting; other
 events ``success``. With ``encrypt_type=aes`` (safe mode) pushes are decrypted after their
 ``msg_signature`` is checked, and passive replies are encrypted.
 """
@@ -56,6 +58,10 @@ class ReplyWaiter(Protocol):
     async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None: ...
 
 
+class Acknowledger(Protocol):
+    def acknowledgement(self, priority: int, locale: str | None) -> str | None: ...
+
+
 class WeChatIngress:
     """The Official Account's push endpoint (see the module docstring)."""
 
@@ -69,6 +75,7 @@ class WeChatIngress:
         token: str,
         safe_mode: SafeMode | None = None,
         passive_reply_s: float = 4.0,
+        acks: Acknowledger | None = None,
     ) -> None:
         self.queue = queue
         self.detector = detector
@@ -77,6 +84,7 @@ class WeChatIngress:
         self.token = token
         self.safe_mode = safe_mode
         self.passive_reply_s = passive_reply_s
+        self.acks = acks
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/wechat", self.check_url), web.post("/wechat", self.handle)]
@@ -163,7 +171,15 @@ class WeChatIngress:
             self.metrics.admitted.labels(CHANNEL, str(priority)).inc()
         left = self.passive_reply_s - (time.monotonic() - started)
         reply = await self.waiter.wait_for_reply(admission.ticket_id, left) if left > 0 else None
-        return self._passive(fields, reply.text if reply else None, timestamp, nonce, encrypted)
+        if reply is not None:
+            return self._passive(fields, reply.text, timestamp, nonce, encrypted)
+        # Not ready: under a backlog the passive reply is the acknowledgement (the first
+        # request only: WeChat shows one reply per push), the answer follows as a message.
+        ack = None
+        if self.acks is not None and admission.status == "queued":
+            ack = self.acks.acknowledgement(priority, message.metadata.locale)
+        text = ack.format(ticket=admission.ticket_id) if ack else None
+        return self._passive(fields, text, timestamp, nonce, encrypted)
 
     def _passive(
         self,

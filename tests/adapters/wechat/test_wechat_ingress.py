@@ -185,3 +185,41 @@ async def test_bad_pushes_get_a_clear_4xx(
     got, text = await post(url, body, {**signed(), **(query or {})})
     assert got == status and "error" in text
     assert await queue.read("c", 10) == []
+
+
+class Busy:
+    """Peak mode with a long queue: every answer is far off."""
+
+    def acknowledgement(self, priority: int, locale: str | None) -> str | None:
+        return "收到，工单号 {ticket}，预计 10 分钟内回复"
+
+
+async def test_under_a_backlog_the_passive_reply_is_the_acknowledgement(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    ingress = WeChatIngress(
+        queue,
+        PriorityDetector(),
+        Answers(),
+        Metrics(),
+        token=TOKEN,
+        passive_reply_s=0.2,
+        acks=Busy(),
+    )
+    app = web.Application()
+    app.add_routes(ingress.routes())
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        url = str(server.make_url("/wechat"))
+        _, body = await post(url, push("我要退款", msg_id="901"), signed())
+        [entry] = await queue.read("c", 10)
+        assert (
+            parse(body.encode())["Content"] == f"收到，工单号 {entry.ticket_id}，预计 10 分钟内回复"
+        )
+        retry = await post(url, push("我要退款", msg_id="901"), signed())
+        assert retry == (200, "success")  # the acknowledgement went with the first push
+    finally:
+        await server.close()
