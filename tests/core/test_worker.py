@@ -31,20 +31,26 @@ async def run_until(worker: Worker, done: Any, timeout: float = 15.0) -> None:
         await task
 
 
+class Concurrency:
+    """Makes the fake LLM answer after ``delay`` and records how many calls overlapped."""
+
+    def __init__(self, fake_llm: FakeOpenAI, delay: float) -> None:
+        self.in_flight = self.peak = 0
+        self.delay = delay
+        fake_llm.responder = self.answer
+
+    async def answer(self, payload: dict[str, Any]) -> str:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(self.delay)
+        self.in_flight -= 1
+        return "ok"
+
+
 async def test_at_most_max_concurrent_llm_calls_are_in_flight(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI
 ) -> None:
-    in_flight = peak = 0
-
-    async def slow_answer(payload: dict[str, Any]) -> str:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.05)
-        in_flight -= 1
-        return "ok"
-
-    fake_llm.responder = slow_answer
+    calls = Concurrency(fake_llm, 0.05)
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
     for n in range(30):
@@ -61,7 +67,7 @@ async def test_at_most_max_concurrent_llm_calls_are_in_flight(
     finally:
         await llm.aclose()
     assert fake_llm.calls == 30
-    assert peak == 4
+    assert calls.peak == 4
 
 
 class CrashingHandler:
@@ -269,17 +275,7 @@ async def test_a_burst_from_one_customer_does_not_hold_up_the_others(
 async def test_a_message_waiting_for_anothers_shared_answer_lends_its_slot(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI
 ) -> None:
-    in_flight = peak = 0
-
-    async def slow_answer(payload: dict[str, Any]) -> str:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.3)
-        in_flight -= 1
-        return "ok"
-
-    fake_llm.responder = slow_answer
+    calls = Concurrency(fake_llm, 0.3)
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
     await queue.admit(inbound(1, "do you ship to Canada?"), 2)  # answered once for both
@@ -298,4 +294,4 @@ async def test_a_message_waiting_for_anothers_shared_answer_lends_its_slot(
         await llm.aclose()
     # Two slots: the second asker of the shared question waits without holding one, so the
     # third message's call runs beside the first one instead of after it.
-    assert fake_llm.calls == 2 and peak == 2
+    assert fake_llm.calls == 2 and calls.peak == 2
