@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
+from typing import Protocol
 
 # Set by a worker in the task of each message it processes: how to give the message's slot
 # back while it only waits (see :func:`slot_released`).
@@ -30,6 +31,35 @@ async def slot_released() -> AsyncIterator[None]:
         yield
     finally:
         give(-1)
+
+
+class Readable(Protocol):
+    """A body stream (``aiohttp``'s ``request.content``)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+    def at_eof(self) -> bool: ...
+
+
+async def read_limited(stream: Readable, limit: int) -> bytes | None:
+    """The whole body, or None past ``limit`` bytes (also without a Content-Length).
+
+    ``read(n)`` returns what has arrived so far, up to ``n``: a body that comes in several
+    chunks must be read until the end, or only its first chunk is seen.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if stream.at_eof():
+            break
+    if size > limit:
+        return None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:

@@ -35,6 +35,7 @@ from adapters.slack.blocks import (
     stats_text,
     to_plain,
 )
+from core.aio import read_limited
 from core.handover import HandoverDesk, Operation, staff_reply_id
 from core.ledger import Ledger
 from core.metrics import Metrics
@@ -102,8 +103,8 @@ class SlackApp:
     async def handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
-        raw = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(raw) > MAX_BODY_BYTES:
+        raw = await read_limited(request.content, MAX_BODY_BYTES)
+        if raw is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
         try:
             body = raw.decode("utf-8")

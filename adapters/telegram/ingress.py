@@ -34,6 +34,7 @@ from adapters.telegram.convert import (
     classify_update,
 )
 from adapters.telegram.templates import template
+from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.handover import HandoverDesk, handover_notice
 from core.metrics import Metrics
@@ -100,7 +101,7 @@ class TelegramIngress:
                 given.encode("utf-8", "surrogateescape"), self._secret
             ):
                 return self._reject("unauthorized", 401, f"missing or wrong {SECRET_HEADER}")
-        body = await _read_body(request)
+        body = await read_limited(request.content, MAX_BODY_BYTES)
         if body is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
         try:
@@ -209,21 +210,3 @@ class TelegramIngress:
             self._duplicates.inc()
         else:
             self.metrics.channel_events.labels(CHANNEL, event).inc()
-
-
-async def _read_body(request: web.Request) -> bytes | None:
-    """The whole body, or None past MAX_BODY_BYTES (also without a Content-Length)."""
-    reader = request.content
-    chunks: list[bytes] = []
-    size = 0
-    while size <= MAX_BODY_BYTES:
-        chunk = await reader.read(MAX_BODY_BYTES + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if reader.at_eof():
-            break
-    if size > MAX_BODY_BYTES:
-        return None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

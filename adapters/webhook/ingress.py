@@ -18,6 +18,7 @@ from adapters.webhook.convert import (
     to_inbound,
 )
 from adapters.webhook.signing import SignatureError, verify
+from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.metrics import Metrics
 from core.models import InboundMessage, MessageMetadata, Reply
@@ -91,10 +92,10 @@ class WebhookIngress:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
         try:
-            body = await request.content.read(MAX_BODY_BYTES + 1)
+            body = await read_limited(request.content, MAX_BODY_BYTES)
         except (ValueError, ConnectionError) as exc:
             return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
-        if len(body) > MAX_BODY_BYTES:
+        if body is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
 
         if self.secret:

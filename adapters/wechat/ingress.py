@@ -31,6 +31,7 @@ from adapters.wechat.messages import (
     parse,
     text_reply,
 )
+from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.metrics import Metrics
 from core.models import InboundMessage, MessageMetadata, Reply
@@ -117,8 +118,8 @@ class WeChatIngress:
             return self._reject("unauthorized", 401, str(exc))
         if request.content_length is not None and request.content_length > MAX_XML_BYTES:
             return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
-        body = await request.content.read(MAX_XML_BYTES + 1)
-        if len(body) > MAX_XML_BYTES:
+        body = await read_limited(request.content, MAX_XML_BYTES)
+        if body is None:
             return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
         encrypted = query.get("encrypt_type") == "aes"
         if encrypted and self.safe_mode is None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
+from adapters.webhook.signing import signed_headers
 from core.keys import Keys
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import Service, make_settings, message, wired_settings
+from tests.harness import WEBHOOK_SECRET, Service, make_settings, message, wired_settings
 
 
 async def test_happy_path_queues_then_calls_back_once_with_the_answer(
@@ -230,3 +234,21 @@ async def test_health_ready_and_metrics(
     assert "peakdesk_llm_latency_seconds_count 1.0" in text
     assert 'peakdesk_llm_tokens_total{kind="prompt"}' in text
     assert "peakdesk_llm_cost_usd_total" in text
+
+
+async def test_a_body_that_arrives_in_chunks_is_read_whole(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
+) -> None:
+    body = json.dumps(message(1, "where is my parcel? " * 150)).encode()  # ~3 KB
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 500):
+            yield body[start : start + 500]
+            await asyncio.sleep(0.005)
+
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
+        headers = {"Content-Type": "application/json", **signed_headers(WEBHOOK_SECRET, body)}
+        async with svc.client.post(
+            svc.url("/webhook/gw"), data=chunks(), headers=headers
+        ) as response:
+            assert response.status == 202, await response.text()
