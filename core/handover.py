@@ -16,7 +16,6 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Final, Literal, cast
 
 from redis.asyncio import Redis
@@ -33,6 +32,7 @@ from core.models import (
 )
 from core.queue import GROUP
 from core.state import Turn
+from core.store import lua_script
 
 REQUESTED: Final = "requested"  # waiting for a person
 OWNED: Final = "owned"  # a person answers
@@ -53,10 +53,6 @@ WAIT_NOTICE: Final = {
     "en": " Estimated wait: about {minutes} min.",
     "zh": "预计等待约 {minutes} 分钟。",
 }
-
-
-def _script(name: str) -> str:
-    return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
 def staff_reply_id(source: str) -> str:
@@ -152,9 +148,9 @@ class HandoverDesk:
         self.staffed = staffed
         self.ttl_s = ttl_s
         self.failures_ttl_s = failures_ttl_s
-        self._escalate = redis.register_script(_script("escalate.lua"))
-        self._hold = redis.register_script(_script("hold.lua"))
-        self._change = redis.register_script(_script("handover.lua"))
+        self._escalate = redis.register_script(lua_script("escalate.lua"))
+        self._hold = redis.register_script(lua_script("hold.lua"))
+        self._change = redis.register_script(lua_script("handover.lua"))
 
     # -- the bot's side ---------------------------------------------------------------------
 

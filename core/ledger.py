@@ -25,6 +25,7 @@ log = logging.getLogger("peakdesk.ledger")
 
 WAIT_SAMPLES: Final = 1000  # per priority: the p95 of the latest waits
 LLM_SOURCE: Final = "llm"
+DRAINED: Final = "drained:"  # + priority: queue entries answered (by the queue's scripts)
 # Fields of the day's counters that are not answers per source.
 NON_ANSWER_FIELDS: Final = frozenset(
     (
@@ -33,7 +34,7 @@ NON_ANSWER_FIELDS: Final = frozenset(
         "prompt_tokens",
         "cached_tokens",
         "completion_tokens",
-        *(f"drained:{p}" for p in PRIORITIES),  # queue entries answered, per priority
+        *(f"{DRAINED}{p}" for p in PRIORITIES),
     )
 )
 

@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 
 from core.aio import wait_event
 from core.keys import PRIORITIES, Keys
-from core.ledger import NON_ANSWER_FIELDS, utc_day
+from core.ledger import DRAINED, NON_ANSWER_FIELDS, utc_day
 from core.metrics import Metrics
 from core.models import language
 
@@ -65,7 +65,6 @@ PRESSURE_STEPS: Final = (0.25, 0.5, 1.0, 1.5)
 # Spent share of a token budget at which the ladder climbs to at least level 2, and 3.
 BUDGET_STEPS: Final = (0.8, 0.95)
 LEAN_HISTORY_TURNS: Final = 2
-DRAINED: Final = "drained:"  # + priority: queue entries answered, in the day's counters
 SMOOTHING: Final = 0.6  # of the previous rate, against the last second's
 MIN_SHARE: Final = 0.1  # of the answer rate a priority gets however much overtakes it
 LATENCY_SAMPLES: Final = 500
@@ -185,6 +184,9 @@ class PeakMonitor:
         self.level = 0
         self._last: tuple[float, dict[int, int], dict[int, int]] | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        # How long an answer takes once started: the 90th percentile of this process's recent
+        # LLM calls, taken at each refresh (a default before it made any: a gateway makes none).
+        self.service_s = DEFAULT_SERVICE_S
         self._lower_since: float | None = None
 
     # -- reading ------------------------------------------------------------------------
@@ -193,15 +195,6 @@ class PeakMonitor:
     def rate(self) -> float:
         """Queue entries answered per second, all priorities, the whole deployment."""
         return sum(self.drain.values())
-
-    @property
-    def service_s(self) -> float:
-        """How long an answer takes once started: the 90th percentile of this process's
-        recent LLM calls (a default before it made any: a gateway makes none)."""
-        if not self._latencies:
-            return DEFAULT_SERVICE_S
-        ordered = sorted(self._latencies)
-        return ordered[int(0.9 * (len(ordered) - 1))]
 
     def record_latency(self, seconds: float) -> None:
         self._latencies.append(seconds)
@@ -316,6 +309,9 @@ class PeakMonitor:
             *lengths, day, forced, hour_tokens, day_tokens = await pipe.execute()
         self.depths = {p: int(n) for p, n in zip(PRIORITIES, lengths, strict=True)}
         self._measure_rates(self._clock(), day)
+        if self._latencies:
+            ordered = sorted(self._latencies)
+            self.service_s = ordered[int(0.9 * (len(ordered) - 1))]
         self.forced = forced if forced in MODES else None
         self.budget_share = self.budget.spent_share(int(hour_tokens or 0), int(day_tokens or 0))
         self._set_level(self._clock())

@@ -20,12 +20,12 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Final
 
 from redis.asyncio import Redis
 
 from core.keys import Keys
+from core.store import lua_script
 
 # Paced at 98% of the provider's limits: with the 1 s burst the GCRA allows, a minute never
 # holds more than the limit, and the provider's sliding window keeps a little room.
@@ -41,10 +41,6 @@ LOWEST: Final = 0.1
 COOLDOWN_MS: Final = 2000
 PRIORITY_LAG_S: Final = 0.02  # per priority level, see ProviderLimits.acquire
 LEASE_MS: Final = 120_000  # a call's concurrency slot, if its process dies holding it
-
-
-def _script(name: str) -> str:
-    return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
 def estimate_tokens(prompt_chars: int, max_tokens: int) -> int:
@@ -82,8 +78,8 @@ class ProviderLimits:
         self.concurrency = concurrency or 0
         self.burst_ms = burst_s * 1000
         self.cooldown_ms = cooldown_s * 1000
-        self._acquire = redis.register_script(_script("provider_acquire.lua"))
-        self._release = redis.register_script(_script("provider_release.lua"))
+        self._acquire = redis.register_script(lua_script("provider_acquire.lua"))
+        self._release = redis.register_script(lua_script("provider_release.lua"))
 
     @property
     def active(self) -> bool:

@@ -20,7 +20,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis
@@ -28,16 +27,13 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
-from core.ledger import utc_day
+from core.ledger import DRAINED, utc_day
 from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
+from core.store import lua_script
 
 log = logging.getLogger("peakdesk.queue")
 
 GROUP = "workers"
-
-
-def _script(name: str) -> str:
-    return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
 # Ticket ids: unix seconds, then this process's random tag and a counter (65,536 a second per
@@ -180,11 +176,11 @@ class PriorityQueue:
         self.burst_ttl_s = burst_ttl_s
         self.acks = acks
         self.instant = instant
-        self._begin_script = redis.register_script(_script("begin.lua"))
-        self._end_script = redis.register_script(_script("end_turn.lua"))
-        self._admit_script = redis.register_script(_script("admit.lua"))
-        self._finish_script = redis.register_script(_script("finish.lua"))
-        self._direct_script = redis.register_script(_script("direct.lua"))
+        self._begin_script = redis.register_script(lua_script("begin.lua"))
+        self._end_script = redis.register_script(lua_script("end_turn.lua"))
+        self._admit_script = redis.register_script(lua_script("admit.lua"))
+        self._finish_script = redis.register_script(lua_script("finish.lua"))
+        self._direct_script = redis.register_script(lua_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
         self._flushers = 0
         self.batches_in_flight = 2
@@ -551,7 +547,7 @@ class PriorityQueue:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.keys.stream(entry.priority), GROUP, entry.entry_id)
             pipe.xdel(self.keys.stream(entry.priority), entry.entry_id)
-            pipe.hincrby(self.keys.stats_day(utc_day()), f"drained:{entry.priority}", 1)
+            pipe.hincrby(self.keys.stats_day(utc_day()), f"{DRAINED}{entry.priority}", 1)
             await pipe.execute()
 
     async def finish(

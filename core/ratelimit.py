@@ -11,11 +11,11 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 from redis.asyncio import Redis
 
 from core.keys import Keys
+from core.store import lua_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +39,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.keys = keys
-        self._script = redis.register_script(
-            resources.files("core").joinpath("scripts", "gcra.lua").read_text(encoding="utf-8")
-        )
+        self._script = redis.register_script(lua_script("gcra.lua"))
 
     async def try_acquire(self, limits: Sequence[tuple[str, Rate]]) -> float:
         """0.0 when a slot of every limit was taken, else the seconds to wait first."""

@@ -6,12 +6,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from core.keys import Keys
+from core.store import lua_script
 
 Turn = dict[str, str]  # {"role": "user"|"assistant", "content": "..."}
 
@@ -61,9 +61,7 @@ class ConversationState:
         self.history_ttl_s = history_ttl_s
         self.catalogue_ttl_s = catalogue_ttl_s
         self.response_ttl_s = response_ttl_s
-        self._lookup = redis.register_script(
-            resources.files("core").joinpath("scripts", "lookup.lua").read_text(encoding="utf-8")
-        )
+        self._lookup = redis.register_script(lua_script("lookup.lua"))
 
     async def load(self, conversation_key: str, product_id: str | None = None) -> Snapshot:
         """History, context, hand-over status and product information of a conversation, in

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from redis.asyncio import BlockingConnectionPool, Redis
+
+
+def lua_script(name: str) -> str:
+    """The text of a Lua script shipped in ``core/scripts``."""
+    return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
 def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
