@@ -94,20 +94,17 @@ def check_startup(settings: Settings, *, serving: bool) -> None:
             )
             raise SystemExit(2)
         log.warning("TELEGRAM_WEBHOOK_SECRET is not set: Telegram updates are not authenticated")
-    if any(settings.slack_settings) and not settings.slack_enabled:
-        print(
-            "peakdesk: Slack needs SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and "
-            "SLACK_SUPPORT_CHANNEL together (some are missing)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    if any(settings.wechat_settings) and not settings.wechat_enabled:
-        print(
-            "peakdesk: WeChat needs WECHAT_TOKEN, WECHAT_APP_ID and WECHAT_APP_SECRET together "
-            "(some are missing)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+    for channel, given, names in (
+        (
+            "Slack",
+            settings.slack_settings,
+            "SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_SUPPORT_CHANNEL",
+        ),
+        ("WeChat", settings.wechat_settings, "WECHAT_TOKEN, WECHAT_APP_ID and WECHAT_APP_SECRET"),
+    ):
+        if any(given) and not all(given):
+            print(f"peakdesk: {channel} needs {names} together (some are missing)", file=sys.stderr)
+            raise SystemExit(2)
     if not settings.slack_enabled:
         log.warning("Slack is not configured: no hand-over to people, the bot answers everything")
     if not reveal(settings.holysheep_api_key):

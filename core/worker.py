@@ -202,7 +202,7 @@ class Worker:
         due = min(entry.enqueued_at, now) + self.burst_window_s if self.burst_window_s else 0.0
         waits = self._conversations.busy(conversation) or due > now
         if waits:
-            self._waiting += 1
+            self._lend_slot(1)
         task = self._conversations.start(conversation, lambda: self._when_due(entry, due, waits))
         self._in_flight[key] = (entry, task)
         self.metrics.in_flight.inc()
@@ -221,13 +221,12 @@ class Worker:
                 if (delay := due - time.time()) > 0:
                     await asyncio.sleep(delay)
             finally:
-                self._waiting -= 1
-                self._slot_freed.set()  # the budget is recomputed: this entry now holds a slot
+                self._lend_slot(-1)  # the budget is recomputed: this entry now holds a slot
         await self.process(entry)
 
     def _lend_slot(self, change: int) -> None:
-        """A message waits on another's answer (+1) or goes on (-1): its slot is free
-        meanwhile, counted like those waiting behind their conversation."""
+        """A message waits (+1: behind its conversation, for its burst, on another's answer)
+        or goes on (-1): its slot is free meanwhile."""
         self._waiting += change
         self._slot_freed.set()
 
