@@ -1,7 +1,9 @@
-"""A running peakdesk for end-to-end tests: the real Runtime and app on a loopback port."""
+"""A running peakdesk for end-to-end tests: the real Runtime and app on a loopback port; and
+workers on a queue without the HTTP side."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import TracebackType
 from typing import Any
@@ -13,16 +15,27 @@ from redis.asyncio import Redis
 from adapters.webhook.signing import signed_headers
 from bots.runtime import Runtime
 from bots.settings import Settings
+from core.handler import ReplyHandler
 from core.keys import Keys
-from core.models import InboundMessage
+from core.llm import HolySheepClient
+from core.metrics import Metrics
+from core.models import InboundMessage, Reply
+from core.queue import PriorityQueue
+from core.state import ConversationState
+from core.worker import Worker
 from tests.conftest import WEBHOOK_SECRET
+from tests.fakes.openai_server import FakeOpenAI
 
 __all__ = [
     "WEBHOOK_SECRET",
     "Service",
+    "answer_all",
     "inbound",
     "make_settings",
+    "make_worker",
     "message",
+    "outbox",
+    "run_workers",
     "wired_settings",
 ]
 
@@ -114,3 +127,53 @@ def message(
     n: int | str = 1, text: str = "hello, what are your opening hours?", **extra: Any
 ) -> dict[str, Any]:
     return {"message_id": f"m-{n}", "user_id": f"u-{n}", "text": text, **extra}
+
+
+# -- workers on a queue, without the HTTP side ---------------------------------------
+
+
+async def outbox(redis: Redis, keys: Keys) -> list[Reply]:
+    entries: Any = await redis.xrange(keys.outbox)
+    return [Reply.from_json(f["r"]) for _, f in entries if "r" in f]
+
+
+async def run_workers(workers: list[Worker], done: Any, timeout: float = 15.0) -> None:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        async with asyncio.timeout(timeout):
+            while not await done():  # noqa: ASYNC110 - the condition is a Redis read
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def answer_all(
+    queue: PriorityQueue,
+    redis: Redis,
+    keys: Keys,
+    fake_llm: FakeOpenAI,
+    replies: int | None = None,
+    **options: Any,
+) -> list[Reply]:
+    """Run one worker until the queue is empty (and ``replies`` replies are out)."""
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    worker = make_worker(queue, redis, keys, llm, **options)
+
+    async def done() -> bool:
+        sent = replies is None or len(await outbox(redis, keys)) == replies
+        return sent and sum((await queue.depths()).values()) == 0
+
+    try:
+        await run_workers([worker], done)
+    finally:
+        await llm.aclose()
+    return await outbox(redis, keys)
+
+
+def make_worker(
+    queue: PriorityQueue, redis: Redis, keys: Keys, llm: HolySheepClient, **options: Any
+) -> Worker:
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    return Worker(queue, handler, Metrics(), block_ms=50, **options)

@@ -8,67 +8,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.handler import ReplyHandler
 from core.keys import Keys
 from core.llm import HolySheepClient
-from core.metrics import Metrics
 from core.models import InboundMessage, Reply, ReplySource
 from core.queue import PriorityQueue
-from core.state import ConversationState
-from core.worker import Worker
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import inbound
+from tests.harness import answer_all, inbound, make_worker, outbox, run_workers
 
 
 def said(n: int, text: str, conversation: str = "c1") -> InboundMessage:
     return dataclasses.replace(inbound(n, text), conversation_id=conversation, user_id=conversation)
-
-
-async def outbox(redis: Redis, keys: Keys) -> list[Reply]:
-    entries: Any = await redis.xrange(keys.outbox)
-    return [Reply.from_json(f["r"]) for _, f in entries if "r" in f]
-
-
-async def run_workers(workers: list[Worker], done: Any, timeout: float = 15.0) -> None:
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-    try:
-        async with asyncio.timeout(timeout):
-            while not await done():  # noqa: ASYNC110 - the condition is a Redis read
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-
-
-async def answer_all(
-    queue: PriorityQueue,
-    redis: Redis,
-    keys: Keys,
-    fake_llm: FakeOpenAI,
-    replies: int | None = None,
-    **options: Any,
-) -> list[Reply]:
-    """Run one worker until the queue is empty (and ``replies`` replies are out)."""
-    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
-    worker = make_worker(queue, redis, keys, llm, **options)
-
-    async def done() -> bool:
-        sent = replies is None or len(await outbox(redis, keys)) == replies
-        return sent and sum((await queue.depths()).values()) == 0
-
-    try:
-        await run_workers([worker], done)
-    finally:
-        await llm.aclose()
-    return await outbox(redis, keys)
-
-
-def make_worker(
-    queue: PriorityQueue, redis: Redis, keys: Keys, llm: HolySheepClient, **options: Any
-) -> Worker:
-    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
-    return Worker(queue, handler, Metrics(), block_ms=50, **options)
 
 
 async def test_messages_sent_within_the_window_get_one_answer_in_order(

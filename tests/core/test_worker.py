@@ -16,19 +16,7 @@ from core.queue import PriorityQueue
 from core.state import ConversationState
 from core.worker import Worker
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import inbound
-
-
-async def run_until(worker: Worker, done: Any, timeout: float = 15.0) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await done():  # noqa: ASYNC110 - the condition is a Redis read
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await task
+from tests.harness import answer_all, inbound, run_workers
 
 
 class Concurrency:
@@ -55,17 +43,7 @@ async def test_at_most_max_concurrent_llm_calls_are_in_flight(
     await queue.ensure_groups()
     for n in range(30):
         await queue.admit(inbound(n), 2)
-    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
-    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
-    worker = Worker(queue, handler, Metrics(), max_concurrent=4, block_ms=100)
-
-    async def all_answered() -> bool:
-        return int(await redis.xlen(keys.outbox)) == 30
-
-    try:
-        await run_until(worker, all_answered)
-    finally:
-        await llm.aclose()
+    await answer_all(queue, redis, keys, fake_llm, 30, max_concurrent=4)
     assert fake_llm.calls == 30
     assert calls.peak == 4
 
@@ -107,7 +85,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_with_one_apology(
     async def dead_lettered() -> bool:
         return int(await redis.xlen(keys.dead_letters)) == 1
 
-    await run_until(worker, dead_lettered)
+    await run_workers([worker], dead_lettered)
     assert handler.attempts == 3
     reply = await queue.stored_reply(admission.ticket_id)
     assert reply is not None and reply.text == f"sorry {admission.ticket_id} dead_letter"
@@ -131,7 +109,7 @@ async def test_a_stopped_workers_pending_message_is_taken_over_by_another(
         return await queue.stored_reply(admission.ticket_id) is not None
 
     try:
-        await run_until(worker, answered)
+        await run_workers([worker], answered)
     finally:
         await llm.aclose()
     reply = await queue.stored_reply(admission.ticket_id)
@@ -164,7 +142,7 @@ async def test_messages_with_the_same_entry_id_in_two_streams_are_both_processed
         return int(await redis.xlen(keys.outbox)) == 3
 
     try:
-        await run_until(worker, all_answered, timeout=5)
+        await run_workers([worker], all_answered, timeout=5)
     finally:
         await llm.aclose()
     assert fake_llm.calls == 3
@@ -201,7 +179,7 @@ async def test_presence_is_shown_again_and_again_while_the_answer_is_prepared(
         return int(await redis.xlen(keys.outbox)) == 1
 
     try:
-        await run_until(worker, answered)
+        await run_workers([worker], answered)
     finally:
         await llm.aclose()
     assert 3 <= len(presence.shown) <= 4  # at 0, 0.2, 0.4 s (and maybe 0.6): then it stops
@@ -234,7 +212,7 @@ async def test_replies_of_one_conversation_keep_the_order_of_its_messages(
         return int(await redis.xlen(keys.outbox)) == 3
 
     try:
-        await run_until(worker, all_answered)
+        await run_workers([worker], all_answered)
     finally:
         await llm.aclose()
     outbox = await redis.xrange(keys.outbox)
@@ -265,7 +243,7 @@ async def test_a_burst_from_one_customer_does_not_hold_up_the_others(
         )
 
     try:
-        await run_until(worker, other_answered, timeout=5)
+        await run_workers([worker], other_answered, timeout=5)
     finally:
         await llm.aclose()
     answered = [Reply.from_json(f["r"]).message_id for _, f in await redis.xrange(keys.outbox)]  # type: ignore[index,union-attr]
@@ -281,17 +259,7 @@ async def test_a_message_waiting_for_anothers_shared_answer_lends_its_slot(
     await queue.admit(inbound(1, "do you ship to Canada?"), 2)  # answered once for both
     await queue.admit(inbound(2, "do you ship to Canada?"), 2)
     await queue.admit(inbound(3, "something else entirely"), 2)
-    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
-    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
-    worker = Worker(queue, handler, Metrics(), max_concurrent=2, block_ms=50)
-
-    async def all_answered() -> bool:
-        return int(await redis.xlen(keys.outbox)) == 3
-
-    try:
-        await run_until(worker, all_answered)
-    finally:
-        await llm.aclose()
+    await answer_all(queue, redis, keys, fake_llm, 3, max_concurrent=2)
     # Two slots: the second asker of the shared question waits without holding one, so the
     # third message's call runs beside the first one instead of after it.
     assert fake_llm.calls == 2 and calls.peak == 2
