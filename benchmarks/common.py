@@ -428,16 +428,8 @@ def delete_keys(url: str, prefixes: Sequence[str]) -> int:
     """Unlink every key under each ``{prefix}``; returns how many were deleted."""
 
     async def delete(client: Redis) -> int:
-        deleted = 0
-        for prefix in prefixes:
-            batch: list[str] = []
-            async for key in client.scan_iter(match="{" + prefix + "}*", count=5000):
-                batch.append(key)
-                if len(batch) >= 5000:
-                    deleted += int(await client.unlink(*batch))
-                    batch = []
-            if batch:
-                deleted += int(await client.unlink(*batch))
-        return deleted
+        from core.store import delete_prefix
+
+        return sum([await delete_prefix(client, prefix) for prefix in prefixes])
 
     return with_redis(url, delete)

@@ -35,3 +35,18 @@ def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
         health_check_interval=15,
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
+
+
+async def delete_prefix(client: Redis, prefix: str) -> int:
+    """Unlink every key under the hash tag ``{prefix}`` (a test or rehearsal run's); returns
+    how many there were."""
+    deleted = 0
+    batch: list[str] = []
+    async for key in client.scan_iter(match="{" + prefix + "}*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            deleted += int(await client.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(await client.unlink(*batch))
+    return deleted

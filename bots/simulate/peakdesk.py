@@ -22,6 +22,8 @@ from typing import IO
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.store import delete_prefix
+
 SETTING_PREFIXES = (
     "PEAKDESK_",
     "HOLYSHEEP_",
@@ -227,16 +229,7 @@ async def delete_keys(url: str, prefix: str) -> int:
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)
-    deleted = 0
     try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match="{" + prefix + "}*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                deleted += int(await client.unlink(*batch))
-                batch = []
-        if batch:
-            deleted += int(await client.unlink(*batch))
+        return await delete_prefix(client, prefix)
     finally:
         await client.aclose()
-    return deleted
