@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # HTTP server
     peakdesk_host: str = "127.0.0.1"
     peakdesk_port: int = Field(8080, ge=0, le=65535)
+    # After SIGTERM: /readyz answers 503 while requests are still served, then the listener closes
+    peakdesk_shutdown_grace_s: float = Field(5.0, ge=0, le=600)
 
     # Webhook channel
     webhook_secret: SecretStr | None = None
@@ -118,6 +120,13 @@ class Settings(BaseSettings):
     # Messages of one conversation arriving within this window (or while its previous turn is
     # answered) get one answer together; 0 = one answer per message
     peakdesk_burst_window_s: float = Field(1.5, ge=0, le=30)
+    # Flood limits: messages one sender may send per window (a burst of that many, then one
+    # every window/limit; 0 = none); messages a webhook gateway may post a minute (0 = none),
+    # with per-gateway overrides as JSON, e.g. {"shop-a": 60000}
+    peakdesk_flood_limit: int = Field(20, ge=0, le=100_000)
+    peakdesk_flood_window_s: float = Field(60.0, gt=0, le=86_400)
+    peakdesk_gateway_limit: int = Field(0, ge=0)
+    peakdesk_gateway_limits: dict[str, int] = Field(default_factory=dict)
 
     # Conversation state
     peakdesk_history_turns: int = Field(20, ge=0, le=200)

@@ -69,6 +69,14 @@ class Keys:
     def rate(self, name: str) -> str:
         return f"{self.tag}:rate:{name}"
 
+    def flood(self, sender_key: str) -> str:
+        """The sender's flood limit state (GCRA: when its next message is due)."""
+        return f"{self.tag}:flood:{sender_key}"
+
+    def flood_notice(self, sender_key: str) -> str:
+        """Set while the sender has had its flood notice this window."""
+        return f"{self.tag}:flood:notice:{sender_key}"
+
     def handover(self, conversation_key: str) -> str:
         return f"{self.tag}:handover:{conversation_key}"
 

@@ -42,8 +42,15 @@ class Metrics:
         self.rejected = Counter(
             "peakdesk_messages_rejected",
             "Inbound requests refused (reason: invalid, unauthorized, too_large, queue_full, "
-            "store_unavailable).",
+            "store_unavailable, gateway_limit).",
             ["channel", "reason"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            "peakdesk_messages_throttled",
+            "Messages over their sender's flood limit: acknowledged, not answered (the first of "
+            "a window gets the flood notice).",
+            ["channel"],
             registry=r,
         )
         self.processed = Counter(

@@ -33,6 +33,7 @@ class ReplySource(StrEnum):
     HUMAN = "human"
     FALLBACK = "fallback"
     ACK = "ack"
+    NOTICE = "notice"  # the flood limit's notice: not an answer
 
 
 def language(locale: str | None) -> str:
@@ -74,6 +75,11 @@ class InboundMessage:
     def conversation_key(self) -> str:
         """The conversation, unique across channels and accounts."""
         return f"{self.channel}:{self.account}:{self.conversation_id}"
+
+    @property
+    def sender_key(self) -> str:
+        """Who wrote it, unique across channels and accounts (flood limits, forgetting)."""
+        return f"{self.channel}:{self.account}:{self.user_id}"
 
     @property
     def identity(self) -> str:

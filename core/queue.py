@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -28,7 +29,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
 from core.ledger import DRAINED, utc_day
-from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
+from core.models import InboundMessage, QueuedMessage, Reply, ReplySource, language
 from core.store import lua_script
 
 log = logging.getLogger("peakdesk.queue")
@@ -50,9 +51,43 @@ def new_ticket_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    status: Literal["queued", "duplicate"]
+    """``throttled``: over the sender's flood limit, not queued; ``notice`` says whether the
+    polite notice is this message's reply (the first of the window) or no reply comes."""
+
+    status: Literal["queued", "duplicate", "throttled"]
     ticket_id: str
     priority: int
+    notice: bool = False
+
+
+FLOOD_TEXT: Final = {
+    "en": (
+        "You are sending messages faster than we can read them (ticket {ticket}). We will"
+        " answer what you sent before this; messages sent in the next minute are not read,"
+        " so please wait a moment before writing again."
+    ),
+    "zh": (
+        "您发送消息的速度过快（工单号 {ticket}）。我们会回复您此前的消息；"
+        "接下来一分钟内发送的消息将不会被处理，请稍后再发送。"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FloodLimit:
+    """At most ``messages`` a sender per ``window_s`` seconds on average (GCRA: a burst of
+    ``messages`` at once, then one every ``window_s / messages``). 0 messages: no limit."""
+
+    messages: int = 20
+    window_s: float = 60.0
+
+    @property
+    def interval_ms(self) -> float:
+        return self.window_s * 1000.0 / self.messages if self.messages else 0.0
+
+    @property
+    def tolerance_ms(self) -> float:
+        return self.interval_ms * (self.messages - 1)
 
 
 class Acknowledger(Protocol):
@@ -164,6 +199,7 @@ class PriorityQueue:
         burst_ttl_s: int = 24 * 3600,
         acks: Acknowledger | None = None,
         instant: InstantAnswerer | None = None,
+        flood: FloodLimit | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -176,6 +212,7 @@ class PriorityQueue:
         self.burst_ttl_s = burst_ttl_s
         self.acks = acks
         self.instant = instant
+        self.flood = flood or FloodLimit(0)
         self._begin_script = redis.register_script(lua_script("begin.lua"))
         self._end_script = redis.register_script(lua_script("end_turn.lua"))
         self._admit_script = redis.register_script(lua_script("admit.lua"))
@@ -247,6 +284,9 @@ class PriorityQueue:
                         future.set_exception(AdmissionRefused(int(value), self.retry_after_s))
                     elif status == "duplicate":
                         future.set_result(Admission("duplicate", value, priority))
+                    elif status == "throttled":
+                        notice = len(result) == 2
+                        future.set_result(Admission("throttled", value, priority, notice))
                     else:
                         if self.acks is not None:
                             self.acks.admitted(priority, status == "acked")
@@ -277,9 +317,10 @@ class PriorityQueue:
                 ticket_id = new_ticket_id()
                 message_json = message.to_json()
                 conversation = message.conversation_key
+                sender = message.sender_key
                 pipe.evalsha(
                     self._admit_script.sha,
-                    9,
+                    12,
                     self.keys.seen(message.dedupe_key),
                     *streams,
                     streams[priority],
@@ -287,6 +328,9 @@ class PriorityQueue:
                     self.keys.acked(conversation),
                     self.keys.outbox,
                     self.keys.handover(conversation),
+                    self.keys.flood(sender),
+                    self.keys.flood_notice(sender),
+                    self.keys.reply(ticket_id),
                     ticket_id,
                     limit,
                     self.dedupe_ttl_s,
@@ -298,8 +342,22 @@ class PriorityQueue:
                     else "",
                     self.burst_ttl_s,
                     *self._acknowledgements(message, ticket_id, priority, wait_until),
+                    self.flood.interval_ms,
+                    self.flood.tolerance_ms,
+                    self._flood_notice(message, ticket_id, priority),
+                    self.reply_ttl_s,
+                    math.ceil(self.flood.window_s),
                 )
             return list(await pipe.execute(raise_on_error=False))
+
+    def _flood_notice(self, message: InboundMessage, ticket_id: str, priority: int) -> str:
+        """The JSON of the notice a sender over the flood limit gets (once a window)."""
+        if not self.flood.messages:
+            return ""
+        text = FLOOD_TEXT[language(message.metadata.locale)].format(ticket=ticket_id)
+        return Reply.for_message(
+            message, ticket_id=ticket_id, priority=priority, text=text, source=ReplySource.NOTICE
+        ).to_json()
 
     def _acknowledgements(
         self, message: InboundMessage, ticket_id: str, priority: int, wait_until: float

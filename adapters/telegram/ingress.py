@@ -158,6 +158,8 @@ class TelegramIngress:
         admission = await self.queue.admit(message, priority)
         if admission.status == "duplicate":
             self._duplicates.inc()
+        elif admission.status == "throttled":
+            self.metrics.throttled.labels(CHANNEL).inc()
         else:
             self._admitted[priority].inc()
 

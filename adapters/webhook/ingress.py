@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from adapters.webhook.convert import (
     CHANNEL,
@@ -23,6 +26,7 @@ from core.errors import AdmissionRefused, StoreUnavailable
 from core.metrics import Metrics
 from core.models import InboundMessage, MessageMetadata, Reply
 from core.queue import Admission
+from core.ratelimit import Rate
 
 log = logging.getLogger("peakdesk.webhook")
 
@@ -41,6 +45,10 @@ class PriorityDetector(Protocol):
 
 class ReplyWaiter(Protocol):
     async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None: ...
+
+
+class GatewayLimiter(Protocol):
+    async def try_acquire(self, limits: Sequence[tuple[str, Rate]]) -> float: ...
 
 
 def _error(status: int, message: str, field: str | None = None, **headers: str) -> web.Response:
@@ -64,6 +72,9 @@ class WebhookIngress:
         allow_unsigned: bool,
         default_callback_url: str | None,
         retry_after_s: int = 5,
+        limiter: GatewayLimiter | None = None,
+        gateway_limit: int = 0,
+        gateway_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.queue = queue
         self.detector = detector
@@ -73,6 +84,9 @@ class WebhookIngress:
         self.allow_unsigned = allow_unsigned
         self.default_callback_url = default_callback_url
         self.retry_after_s = retry_after_s
+        self.limiter = limiter
+        self.gateway_limit = gateway_limit
+        self.gateway_limits = dict(gateway_limits or {})
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/webhook/{gateway}", self.handle)]
@@ -82,6 +96,28 @@ class WebhookIngress:
     ) -> web.Response:
         self.metrics.rejected.labels(CHANNEL, reason).inc()
         return _error(status, message, field, **headers)
+
+    async def _over_gateway_limit(self, gateway: str) -> web.Response | None:
+        """429 when the gateway posts more than its messages a minute (nothing is stored: it
+        sends the message again after Retry-After)."""
+        per_minute = self.gateway_limits.get(gateway, self.gateway_limit)
+        if not per_minute or self.limiter is None:
+            return None
+        try:
+            wait = await self.limiter.try_acquire(
+                [(f"gateway:{gateway}", Rate(per_minute / 60.0, burst=max(1, per_minute // 60)))]
+            )
+        except RedisError:
+            return None  # admission reports the outage itself
+        if not wait:
+            return None
+        return self._reject(
+            "gateway_limit",
+            429,
+            f"gateway {gateway} is over its limit of {per_minute} messages a minute",
+            None,
+            **{"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
     async def handle(self, request: web.Request) -> web.Response:
         gateway = request.match_info["gateway"]
@@ -106,6 +142,9 @@ class WebhookIngress:
         elif not self.allow_unsigned:
             return self._reject("unauthorized", 401, "WEBHOOK_SECRET is not configured")
 
+        refused = await self._over_gateway_limit(gateway)
+        if refused is not None:
+            return refused
         wait = 0.0
         if "wait" in request.query:
             try:
@@ -146,6 +185,16 @@ class WebhookIngress:
         if admission.status == "duplicate":
             self.metrics.duplicates.labels(CHANNEL).inc()
             return web.json_response({"status": "duplicate", "ticket_id": admission.ticket_id})
+        if admission.status == "throttled":
+            self.metrics.throttled.labels(CHANNEL).inc()
+            return web.json_response(
+                {
+                    "status": "throttled",
+                    "ticket_id": admission.ticket_id,
+                    "notice": admission.notice,
+                },
+                status=202,
+            )
         self.metrics.admitted.labels(CHANNEL, str(priority)).inc()
         queued = {"status": "queued", "ticket_id": admission.ticket_id, "priority": priority}
         if wait:
