@@ -1,4 +1,9 @@
-"""Logging set-up: readable text in development, one JSON object per line in production."""
+"""Logging set-up: readable text in development, one JSON object per line in production.
+
+Every line carries the ticket and conversation it is about (:mod:`core.logcontext`), and every
+line is redacted on the way out: the configured secrets and anything that looks like a
+customer's email, phone or card number are masked, whatever the code logged.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
+from typing import TextIO
+
+from core.logcontext import ContextFilter, RedactingFilter
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,19 +26,45 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for name in ("ticket", "conversation"):
+            if value := getattr(record, name, None):
+                entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        about = " ".join(
+            f"{name}={value}"
+            for name in ("ticket", "conversation")
+            if (value := getattr(record, name, None))
+        )
+        return f"{line} [{about}]" if about else line
+
+
+def configure_logging(
+    fmt: str = "text",
+    level: str = "INFO",
+    *,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> logging.Handler:
+    """Send every record to ``stream`` (stderr), formatted and redacted; returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiohttp's access log would carry full paths and query strings; keep it at WARNING.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return handler

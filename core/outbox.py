@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from core.aio import SerialByKey, wait_event
 from core.errors import DeliveryError
 from core.keys import Keys
+from core.logcontext import about
 from core.metrics import Metrics
 from core.models import DeskEvent, DeskEventKind, Reply, ReplySource
 from core.queue import GROUP, ensure_group
@@ -210,6 +211,10 @@ class Outbox:
             )
 
     async def _deliver(self, entry_id: str, raw: str, reply: Outgoing) -> None:
+        with about(reply.ticket_id, reply.conversation_key):
+            await self._deliver_once(entry_id, raw, reply)
+
+    async def _deliver_once(self, entry_id: str, raw: str, reply: Outgoing) -> None:
         try:
             claim_key = self.keys.delivery_claim(reply.delivery_id)
             # Leave a synchronous waiter its head start, but stop waiting once it took over.

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from core.aio import SerialByKey, set_slot_owner, wait_event
 from core.errors import StoreUnavailable
+from core.logcontext import about, redact
 from core.metrics import Metrics
 from core.models import InboundMessage, QueuedMessage, Reply
 from core.queue import PriorityQueue, Turn
@@ -83,8 +84,10 @@ class Worker:
         block_ms: int = 1000,
         shutdown_grace_s: float = 20.0,
         burst_window_s: float = 0.0,
+        log_text: bool = False,
     ) -> None:
         self.queue = queue
+        self.log_text = log_text
         self.handler = handler
         self.metrics = metrics
         self.notifier = notifier
@@ -247,6 +250,10 @@ class Worker:
         replies never overtake each other; an entry answered with an earlier message of its
         burst is acked without a reply of its own.
         """
+        with about(entry.ticket_id, entry.message.conversation_key):
+            await self._process(entry)
+
+    async def _process(self, entry: QueuedMessage) -> None:
         priority = str(entry.priority)
         token = f"{self.consumer}:{entry.ticket_id}"
         turn: Turn | None = None
@@ -261,6 +268,8 @@ class Worker:
                 return
             self._turns[token] = entry.message.conversation_key
             answering = turn.merged(entry)
+            if self.log_text:
+                log.info("answering: %s", redact(answering.message.text))
             self.metrics.wait.labels(priority).observe(max(0.0, time.time() - entry.enqueued_at))
             reply = await self._answer_showing_presence(answering)
             self._turns.pop(token, None)  # ending now: no renewal races the end

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
 import pytest
@@ -15,6 +16,7 @@ from core.keys import Keys
 from core.store import connect_redis
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
+from tests.logscan import leaks
 
 REAL_REDIS_URL = os.environ.get("PEAKDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -68,3 +70,38 @@ async def fake_llm() -> AsyncIterator[FakeOpenAI]:
 async def receiver() -> AsyncIterator[CallbackReceiver]:
     async with CallbackReceiver(secret=WEBHOOK_SECRET) as fake:
         yield fake
+
+
+class _LogLines(logging.Handler):
+    """Every log record, as the raw line the code wrote (before any redaction)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append((record.name, text))
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_or_customer_data_in_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test's scenario is also a log-leak test: each line our code logs (at any level;
+    other libraries' from INFO, production's default) is scanned for the configured secrets,
+    emails, phone numbers and card-like numbers (tests/logscan.py)."""
+    lines = _LogLines()
+    root, ours = logging.getLogger(), logging.getLogger("peakdesk")
+    levels = root.level, ours.level
+    root.addHandler(lines)
+    root.setLevel(logging.INFO)
+    ours.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(lines)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])
+    found = [f"{name}: {leak}" for name, text in lines.lines for leak in leaks(text)]
+    assert not found, f"secrets or customer data logged: {found}"

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from bots.runtime import Runtime
 from core.keys import Keys
+from core.logcontext import ContextFilter
 from core.store import connect_redis
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
@@ -146,3 +147,27 @@ async def test_logs_carry_no_secrets_and_no_customer_text(
     assert "ticket" in logged  # the scenario did log
     for secret in ("sk-test-key", WEBHOOK_SECRET, "jane.doe", "555 123", "4111"):
         assert secret not in logged
+
+
+async def test_message_text_is_logged_only_when_enabled_and_then_redacted(
+    redis: Redis,
+    keys: Keys,
+    fake_llm: FakeOpenAI,
+    receiver: CallbackReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(ContextFilter())  # as configure_logging's handler has
+    private = "where is my order? I am jane.doe@example.com, +1 555 123 4567"
+    for enabled in (False, True):
+        settings = wired_settings(
+            keys, fake_llm.base_url, receiver.url, peakdesk_log_message_text=enabled
+        )
+        async with Service(settings, redis) as svc:
+            await svc.post("gw", message(int(enabled), private))
+            await receiver.wait_for(1 + enabled)
+    lines = [r.getMessage() for r in caplog.records if r.name == "peakdesk.worker"]
+    [line] = [text for text in lines if text.startswith("answering")]
+    assert line == "answering: where is my order? I am [redacted], [redacted]"
+    [record] = [r for r in caplog.records if r.getMessage() == line]
+    assert record.ticket and record.conversation  # type: ignore[attr-defined]
