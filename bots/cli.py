@@ -18,6 +18,7 @@ from bots.logs import configure_logging
 from bots.runtime import Runtime
 from bots.settings import Settings, describe_error, reveal
 from bots.simulate.options import add_arguments as add_simulate_arguments
+from core.aio import wait_event
 
 log = logging.getLogger("peakdesk")
 
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="workers only, to scale out on a shared Redis")
     worker.add_argument("--workers", type=int, default=1, help="worker loops (default 1)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /healthz, /readyz and /metrics on PEAKDESK_HOST:PORT (default: no listener)",
+    )
     chat = commands.add_parser(
         "chat", help="talk to the bot in this terminal as a demo shop customer"
     )
@@ -116,12 +122,26 @@ def check_startup(settings: Settings, *, serving: bool) -> None:
         log.warning("REDIS_URL is not set: embedded in-process store (fakeredis), one process only")
 
 
-async def _run(settings: Settings, workers: int, serving: bool) -> None:
+async def _run(settings: Settings, workers: int, serving: bool, ops_port: int | None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order (README: Health checks for load
+    balancers): drain, close the listener, stop the workers.
+
+    The drain (``PEAKDESK_SHUTDOWN_GRACE_S``, on SIGTERM in a serving process): /readyz answers
+    503 while requests are still taken, so load balancers stop sending before the listener
+    closes. SIGINT (Ctrl-C in a terminal) or a second signal skips or ends it.
+    """
     runtime = Runtime(settings, workers=workers, ingest=serving)
-    stop = asyncio.Event()
+    signalled = asyncio.Event()
+    hurry = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if signalled.is_set() or sig == signal.SIGINT:
+            hurry.set()
+        signalled.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     runner: web.AppRunner | None = None
     try:
         await runtime.start()
@@ -129,24 +149,37 @@ async def _run(settings: Settings, workers: int, serving: bool) -> None:
         # the garbage collector's full passes (with aiogram loaded they took the ingest p99
         # from 19 ms to 142 ms under load).
         gc.freeze()
-        if serving:
-            runner = web.AppRunner(runtime.app(), access_log=None, handle_signals=False)
+        if serving or ops_port is not None:
+            app = runtime.app() if serving else runtime.ops_app()
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
-            site = web.TCPSite(runner, settings.peakdesk_host, settings.peakdesk_port, backlog=4096)
+            port = settings.peakdesk_port if ops_port is None else ops_port
+            site = web.TCPSite(runner, settings.peakdesk_host, port, backlog=4096)
             await site.start()
             log.info(
-                "listening on http://%s:%d with %d worker loop(s)",
+                "listening on http://%s:%d%s with %d worker loop(s)",
                 settings.peakdesk_host,
-                settings.peakdesk_port,
+                port,
+                "" if serving else " (health, readiness and metrics only)",
                 workers,
             )
         else:
             log.info("worker started with %d worker loop(s)", workers)
-        await stop.wait()
+        await signalled.wait()
+        grace = settings.peakdesk_shutdown_grace_s
+        if serving and grace > 0 and not hurry.is_set():
+            runtime.draining.set()
+            log.info(
+                "draining: /readyz answers 503, requests are still served for %g s "
+                "(a second signal ends this)",
+                grace,
+            )
+            await wait_event(hurry, grace)
+        runtime.draining.set()
         log.info("stopping: no new work is taken")
     finally:
         if runner is not None:
-            await runner.cleanup()  # stop accepting requests first
+            await runner.cleanup()  # stop accepting requests, finish those in flight
         await runtime.stop()
         log.info("stopped")
 
@@ -181,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "telegram":
         settings = load_settings()
-        configure_logging(settings.peakdesk_log_format, "WARNING")
+        configure_logging(settings.peakdesk_log_format, "WARNING", secrets=settings.secret_values())
         url = getattr(args, "url", None)
         if url is not None and not url.startswith(("https://", "http://")):
             print("peakdesk: the webhook URL must start with https://", file=sys.stderr)
@@ -196,14 +229,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bots.chat import chat
 
         settings = load_settings()
-        configure_logging(settings.peakdesk_log_format, "ERROR")  # the chat is the output
+        configure_logging(  # the chat is the output
+            settings.peakdesk_log_format, "ERROR", secrets=settings.secret_values()
+        )
         asyncio.run(chat(settings, args.identity))
         return
     serving = args.command == "serve"
     settings = load_settings(
         peakdesk_host=getattr(args, "host", None), peakdesk_port=getattr(args, "port", None)
     )
-    configure_logging(settings.peakdesk_log_format, settings.peakdesk_log_level)
+    configure_logging(
+        settings.peakdesk_log_format,
+        settings.peakdesk_log_level,
+        secrets=settings.secret_values(),
+    )
     if args.workers < 0:
         print("peakdesk: --workers must be 0 or more", file=sys.stderr)
         raise SystemExit(2)
@@ -217,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    asyncio.run(_run(settings, args.workers, serving))
+    ops_port = getattr(args, "metrics_port", None)
+    if ops_port is not None and not 0 < ops_port < 65536:
+        print("peakdesk: --metrics-port must be 1-65535", file=sys.stderr)
+        raise SystemExit(2)
+    asyncio.run(_run(settings, args.workers, serving, ops_port))
 
 
 if __name__ == "__main__":

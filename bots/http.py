@@ -1,20 +1,36 @@
-"""The aiohttp application: channel routes plus health, readiness and metrics."""
+"""The aiohttp application: channel routes plus health, readiness and metrics.
+
+``/healthz`` is liveness: the process answers at all. ``/readyz`` is for load balancers: 200
+while this process can take traffic (Redis answers within ``READY_TIMEOUT_S``), 503 with a
+``reason`` when Redis does not, and 503 ``stopping`` from the first SIGTERM on, while the
+listener still serves (see ``bots.cli``), so the balancer takes the instance out before it
+closes. A backlog never makes an instance unready: every instance shares the one queue, so
+they would all fail together and the whole service would go dark exactly when customers
+write most; the queue depth and the peak level are in the body for people, not for probes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.metrics import Metrics
+from core.peak import PeakMonitor
 from core.queue import PriorityQueue
 
 log = logging.getLogger("peakdesk.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Under the usual probe timeouts (2-5 s), so the balancer reads our reason instead of timing
+# out; a healthy Redis answers PING in about a millisecond.
+READY_TIMEOUT_S = 1.0
 
 
 @web.middleware
@@ -35,22 +51,66 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return web.json_response({"error": "internal error"}, status=500)
 
 
+def close_connections_while(draining: asyncio.Event) -> Middleware:
+    """While draining, answer with ``Connection: close``: a client (or the balancer) keeping
+    connections alive opens its next one through the balancer, to an instance that stays."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if draining.is_set():
+            response.force_close()
+        return response
+
+    return middleware
+
+
 def build_app(
-    channel_routes: Iterable[web.RouteDef], redis: Redis, queue: PriorityQueue, metrics: Metrics
+    channel_routes: Iterable[web.RouteDef],
+    redis: Redis,
+    queue: PriorityQueue,
+    metrics: Metrics,
+    *,
+    draining: asyncio.Event | None = None,
+    peak: PeakMonitor | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=256 * 1024)
+    """The app of one process; ``draining`` set = shutting down (``/readyz`` answers 503)."""
+    draining = draining if draining is not None else asyncio.Event()
+    app = web.Application(
+        middlewares=[json_errors, close_connections_while(draining)],
+        client_max_size=256 * 1024,
+    )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        try:
-            await redis.ping()
-        except (RedisError, OSError) as exc:
+        if draining.is_set():
             return web.json_response(
-                {"status": "unavailable", "reason": f"redis: {type(exc).__name__}"}, status=503
+                {"status": "stopping", "reason": "shutting down: finishing requests in flight"},
+                status=503,
             )
-        return web.json_response({"status": "ready"})
+        try:
+            async with asyncio.timeout(ready_timeout_s):
+                await redis.ping()
+        except TimeoutError:
+            reason = f"redis: no answer within {ready_timeout_s:g} s"
+        except (RedisError, OSError) as exc:
+            reason = f"redis: {type(exc).__name__}"
+        else:
+            return web.json_response({"status": "ready", **backlog()})
+        return web.json_response({"status": "unavailable", "reason": reason}, status=503)
+
+    def backlog() -> dict[str, object]:
+        """For people reading the probe, never a reason to fail it (see the module docstring);
+        the peak monitor's figures, refreshed every second, cost no Redis call here."""
+        if peak is None:
+            return {}
+        return {
+            "peak_level": peak.level,
+            "queue_depth": {str(p): depth for p, depth in peak.depths.items()},
+        }
 
     async def metrics_endpoint(_: web.Request) -> web.Response:
         try:

@@ -28,6 +28,7 @@ from adapters.wechat.crypto import SafeMode
 from adapters.wechat.ingress import CHANNEL as WECHAT
 from adapters.wechat.ingress import WeChatIngress
 from adapters.wechat.sender import WeChatSender
+from bots.admin import AdminApi
 from bots.http import build_app
 from bots.settings import Settings, reveal
 from core.aio import wait_event
@@ -43,7 +44,7 @@ from core.outbox import DeskSender, Outbox, ReplySender
 from core.peak import Budget, PeakMonitor
 from core.priority import PriorityDetector
 from core.provider import ProviderLimits
-from core.queue import PriorityQueue
+from core.queue import FloodLimit, PriorityQueue
 from core.ratelimit import RateLimiter
 from core.shop import CachedShop, Shop
 from core.state import ConversationState
@@ -80,8 +81,10 @@ class Runtime:
             self.keys,
             max_queue=s.peakdesk_max_queue,
             dedupe_ttl_s=s.peakdesk_dedupe_ttl_s,
+            reply_ttl_s=s.peakdesk_reply_ttl_s,
             retry_after_s=s.peakdesk_retry_after_s,
             merge_bursts=s.peakdesk_burst_window_s > 0,
+            flood=FloodLimit(s.peakdesk_flood_limit, s.peakdesk_flood_window_s),
         )
         self.state = ConversationState(
             self.redis,
@@ -193,6 +196,10 @@ class Runtime:
             allow_unsigned=s.on_loopback,
             default_callback_url=s.webhook_callback_url,
             retry_after_s=s.peakdesk_retry_after_s,
+            limiter=RateLimiter(self.redis, self.keys),
+            gateway_limit=s.peakdesk_gateway_limit,
+            gateway_limits=s.peakdesk_gateway_limits,
+            forgetter=self.state,
         )
         self.wechat = self._wechat_ingress() if s.wechat_enabled else None
         self.workers = [
@@ -207,10 +214,13 @@ class Runtime:
                 claim_idle_s=s.peakdesk_claim_idle_s,
                 max_deliveries=s.peakdesk_max_deliveries,
                 burst_window_s=s.peakdesk_burst_window_s,
+                log_text=s.peakdesk_log_message_text,
             )
             for share in split_evenly(s.peakdesk_max_concurrent, workers)
         ]
         self.stopping = asyncio.Event()
+        # Set on SIGTERM before ``stopping``: /readyz answers 503 while requests are still served.
+        self.draining = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def _wechat_ingress(self) -> WeChatIngress:
@@ -250,7 +260,25 @@ class Runtime:
             routes += self.slack.app.routes()
         if self.wechat is not None:
             routes += self.wechat.routes()
-        return build_app(routes, self.redis, self.queue, self.metrics)
+        routes += AdminApi(
+            reveal(self.settings.peakdesk_admin_token), self.state, self._accounts
+        ).routes()
+        return self._build_app(routes)
+
+    def _accounts(self) -> dict[str, str]:
+        """The account of each channel whose account this process knows (for /admin/forget)."""
+        if self.telegram is not None and self.telegram.ingress.bot.id:
+            return {"telegram": str(self.telegram.ingress.bot.id)}
+        return {}
+
+    def ops_app(self) -> web.Application:
+        """Health, readiness and metrics only: what a worker process serves to be scraped."""
+        return self._build_app([])
+
+    def _build_app(self, routes: list[web.RouteDef]) -> web.Application:
+        return build_app(
+            routes, self.redis, self.queue, self.metrics, draining=self.draining, peak=self.peak
+        )
 
     async def start(self) -> None:
         """Create the consumer groups and start the workers and the outbox (if any workers).

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     peakdesk_max_deliveries: int = Field(5, ge=1)
     peakdesk_retry_after_s: int = Field(5, ge=1, le=3600)
     peakdesk_dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # How long each reply is kept (its text and route: a redelivered message is answered with
+    # it, never a second time); keep it above the longest time a message may wait
+    peakdesk_reply_ttl_s: int = Field(7 * 24 * 3600, ge=600)
     # Messages of one conversation arriving within this window (or while its previous turn is
     # answered) get one answer together; 0 = one answer per message
     peakdesk_burst_window_s: float = Field(1.5, ge=0, le=30)
@@ -139,6 +142,17 @@ class Settings(BaseSettings):
     # Logging
     peakdesk_log_format: Literal["text", "json"] = "text"
     peakdesk_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Bearer token of POST /admin/forget (deleting a customer's data on any channel); unset = off
+    peakdesk_admin_token: SecretStr | None = None
+    # Log each message's text (redacted: emails, phones, card numbers masked) as it is answered
+    peakdesk_log_message_text: bool = False
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret's value: logs mask them wherever they turn up."""
+        values = [reveal(v) for v in self.__dict__.values() if isinstance(v, SecretStr)]
+        if self.redis_url and "@" in self.redis_url:  # redis://user:password@host
+            values.append(self.redis_url.split("://", 1)[-1].rsplit("@", 1)[0])
+        return [v for v in values if v]
 
     @field_validator("telegram_bot_token")
     @classmethod

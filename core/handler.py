@@ -32,7 +32,14 @@ from core.handover import OPEN, HandoverDesk, handover_notice
 from core.intents import OTHER
 from core.ledger import Ledger
 from core.metrics import Metrics
-from core.models import MessageMetadata, QueuedMessage, Reply, ReplySource, language
+from core.models import (
+    MessageMetadata,
+    QueuedMessage,
+    Reply,
+    ReplySource,
+    language,
+    spoken_language,
+)
 from core.peak import PeakMonitor, Plan
 from core.priority import Detection, PriorityDetector
 from core.shop import Shop, ShopUnavailable
@@ -75,7 +82,6 @@ COMPLAINT_INTENT: Final = "complaint"
 PROVIDER_FAILURES: Final = frozenset(("timeout", "connection_error"))
 # Intents whose answers are never shared by intent alone: too vague, or handed to people.
 UNSHARED_INTENTS: Final = frozenset((OTHER, HUMAN_INTENT, COMPLAINT_INTENT))
-_CJK: Final = re.compile(r"[\u3400-\u9fff]")
 # What makes a question particular: digits (amounts, dates, numbers), an email or a handle.
 _DETAILS: Final = re.compile(r"\d|@")
 GENERIC_MAX_CHARS: Final = 200
@@ -115,16 +121,6 @@ def customer_facts(metadata: MessageMetadata) -> dict[str, str]:
     if metadata.vip:
         facts["status"] = "VIP customer"
     return {key: value for key, value in facts.items() if value}
-
-
-def spoken_language(text: str, locale: str) -> str | None:
-    """The language a message is in, as far as it is safe to tell: the locale's language,
-    Chinese for Chinese characters, English for plain ASCII text, else None (unknown)."""
-    if locale:
-        return locale.replace("_", "-").split("-")[0].lower()
-    if _CJK.search(text):
-        return "zh"
-    return "en" if text.isascii() else None
 
 
 def apology_text(ticket_id: str, code: str, locale: str | None) -> str:

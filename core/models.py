@@ -8,12 +8,13 @@ Both are plain dataclasses with a compact JSON form, because they cross Redis on
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, Final
 
 
 class Priority(IntEnum):
@@ -34,6 +35,19 @@ class ReplySource(StrEnum):
     FALLBACK = "fallback"
     ACK = "ack"
     NOTICE = "notice"  # the flood limit's notice: not an answer
+
+
+_CJK: Final = re.compile(r"[\u3400-\u9fff]")
+
+
+def spoken_language(text: str, locale: str) -> str | None:
+    """The language a message is in, as far as it is safe to tell: the locale's language,
+    Chinese for Chinese characters, English for plain ASCII text, else None (unknown)."""
+    if locale:
+        return locale.replace("_", "-").split("-")[0].lower()
+    if _CJK.search(text):
+        return "zh"
+    return "en" if text.isascii() else None
 
 
 def language(locale: str | None) -> str:

@@ -29,7 +29,14 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
 from core.ledger import DRAINED, utc_day
-from core.models import InboundMessage, QueuedMessage, Reply, ReplySource, language
+from core.models import (
+    InboundMessage,
+    QueuedMessage,
+    Reply,
+    ReplySource,
+    language,
+    spoken_language,
+)
 from core.store import lua_script
 
 log = logging.getLogger("peakdesk.queue")
@@ -354,7 +361,8 @@ class PriorityQueue:
         """The JSON of the notice a sender over the flood limit gets (once a window)."""
         if not self.flood.messages:
             return ""
-        text = FLOOD_TEXT[language(message.metadata.locale)].format(ticket=ticket_id)
+        spoken = spoken_language(message.text, message.metadata.locale or "")
+        text = FLOOD_TEXT[language(spoken)].format(ticket=ticket_id)
         return Reply.for_message(
             message, ticket_id=ticket_id, priority=priority, text=text, source=ReplySource.NOTICE
         ).to_json()

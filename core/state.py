@@ -103,10 +103,17 @@ class ConversationState:
                 pipe.expire(context_key, self.history_ttl_s)
             await pipe.execute()
 
-    async def forget(self, conversation_key: str) -> None:
-        """Delete everything stored about one conversation."""
-        await self.redis.delete(
-            self.keys.history(conversation_key), self.keys.context(conversation_key)
+    async def forget(self, conversation_key: str) -> int:
+        """Delete what is stored about one conversation (README: Customer data and retention):
+        its history, the customer context learnt from it, its failure count and its
+        acknowledgement marker. Returns how many of these existed."""
+        return int(
+            await self.redis.delete(
+                self.keys.history(conversation_key),
+                self.keys.context(conversation_key),
+                self.keys.failures(conversation_key),
+                self.keys.acked(conversation_key),
+            )
         )
 
     async def put_product(self, product_id: str, info: Mapping[str, Any]) -> None:

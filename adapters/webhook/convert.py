@@ -44,6 +44,15 @@ class WebhookPayload(BaseModel):
     metadata: PayloadMetadata = Field(default_factory=PayloadMetadata)
 
 
+class ForgetPayload(BaseModel):
+    """The body of ``POST /webhook/{gateway}/forget``: whose data to delete."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    conversation_id: Id | None = None
+    user_id: Id | None = None
+
+
 class PayloadError(ValueError):
     """The body is not valid: ``field`` names the offending field ("body" for bad JSON)."""
 
@@ -65,6 +74,21 @@ def parse_payload(body: bytes) -> WebhookPayload:
     if not payload.text.strip():
         raise PayloadError("text: must not be blank", "text")
     return payload
+
+
+def parse_forget(body: bytes) -> str:
+    """The conversation id a forget request names (``user_id`` when it names no conversation,
+    as messages default it); PayloadError otherwise."""
+    try:
+        payload = ForgetPayload.model_validate_json(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        raise PayloadError(f"{field}: {error['msg']}", field) from None
+    conversation = payload.conversation_id or payload.user_id
+    if conversation is None:
+        raise PayloadError("conversation_id or user_id: one is required", "conversation_id")
+    return conversation
 
 
 def to_inbound(

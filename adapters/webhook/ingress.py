@@ -17,6 +17,7 @@ from adapters.webhook.convert import (
     MAX_BODY_BYTES,
     PayloadError,
     callback_body,
+    parse_forget,
     parse_payload,
     to_inbound,
 )
@@ -47,6 +48,10 @@ class ReplyWaiter(Protocol):
     async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None: ...
 
 
+class Forgetter(Protocol):
+    async def forget(self, conversation_key: str) -> int: ...
+
+
 class GatewayLimiter(Protocol):
     async def try_acquire(self, limits: Sequence[tuple[str, Rate]]) -> float: ...
 
@@ -75,6 +80,7 @@ class WebhookIngress:
         limiter: GatewayLimiter | None = None,
         gateway_limit: int = 0,
         gateway_limits: Mapping[str, int] | None = None,
+        forgetter: Forgetter | None = None,
     ) -> None:
         self.queue = queue
         self.detector = detector
@@ -87,9 +93,13 @@ class WebhookIngress:
         self.limiter = limiter
         self.gateway_limit = gateway_limit
         self.gateway_limits = dict(gateway_limits or {})
+        self.forgetter = forgetter
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/webhook/{gateway}", self.handle)]
+        return [
+            web.post("/webhook/{gateway}", self.handle),
+            web.post("/webhook/{gateway}/forget", self.forget),
+        ]
 
     def _reject(
         self, reason: str, status: int, message: str, field: str | None = None, **headers: str
@@ -119,9 +129,10 @@ class WebhookIngress:
             **{"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
-    async def handle(self, request: web.Request) -> web.Response:
-        gateway = request.match_info["gateway"]
-        if not GATEWAY_NAME.fullmatch(gateway):
+    async def _signed_body(self, request: web.Request) -> bytes | web.Response:
+        """The request's body once the gateway name, size and signature are checked; else
+        the 4xx answer."""
+        if not GATEWAY_NAME.fullmatch(request.match_info["gateway"]):
             return self._reject(
                 "invalid", 400, "gateway: 1-32 characters of a-z, 0-9, - and _", "gateway"
             )
@@ -133,7 +144,6 @@ class WebhookIngress:
             return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
         if body is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
-
         if self.secret:
             try:
                 verify(self.secret, request.headers, body)
@@ -141,6 +151,38 @@ class WebhookIngress:
                 return self._reject("unauthorized", 401, str(exc))
         elif not self.allow_unsigned:
             return self._reject("unauthorized", 401, "WEBHOOK_SECRET is not configured")
+        return body
+
+    async def forget(self, request: web.Request) -> web.Response:
+        """``POST /webhook/{gateway}/forget``: delete a customer's stored conversation data
+        (the customer asked the gateway to); signed like messages."""
+        body = await self._signed_body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            conversation_id = parse_forget(body)
+        except PayloadError as exc:
+            return self._reject("invalid", 400, str(exc), exc.field)
+        if self.forgetter is None:
+            return _error(404, "forgetting is not available here")
+        key = f"{CHANNEL}:{request.match_info['gateway']}:{conversation_id}"
+        try:
+            deleted = await self.forgetter.forget(key)
+        except RedisError:
+            return _error(
+                503,
+                "store unavailable, retry later",
+                **{"Retry-After": str(self.retry_after_s)},
+            )
+        return web.json_response(
+            {"status": "forgotten", "conversation_id": conversation_id, "deleted": deleted}
+        )
+
+    async def handle(self, request: web.Request) -> web.Response:
+        gateway = request.match_info["gateway"]
+        body = await self._signed_body(request)
+        if isinstance(body, web.Response):
+            return body
 
         refused = await self._over_gateway_limit(gateway)
         if refused is not None:

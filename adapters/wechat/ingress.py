@@ -168,6 +168,10 @@ class WeChatIngress:
             return self._reject("store_unavailable", 503, "not stored, retry")
         if admission.status == "duplicate":
             self.metrics.duplicates.labels(CHANNEL).inc()
+        elif admission.status == "throttled":
+            self.metrics.throttled.labels(CHANNEL).inc()
+            if not admission.notice:  # over the flood limit: no reply comes
+                return self._passive(fields, None, timestamp, nonce, encrypted)
         else:
             self.metrics.admitted.labels(CHANNEL, str(priority)).inc()
         left = self.passive_reply_s - (time.monotonic() - started)

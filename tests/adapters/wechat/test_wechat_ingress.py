@@ -21,8 +21,9 @@ from core.keys import Keys
 from core.metrics import Metrics
 from core.models import Reply, ReplySource
 from core.priority import PriorityDetector
-from core.queue import PriorityQueue
+from core.queue import FloodLimit, PriorityQueue
 from tests.adapters.wechat.test_wechat_crypto import AES_KEY, APP_ID, TOKEN
+from tests.harness import outbox
 
 
 class Answers:
@@ -72,7 +73,7 @@ def signed(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 async def service(redis: Redis, keys: Keys) -> AsyncIterator[tuple[str, PriorityQueue, Answers]]:
-    queue = PriorityQueue(redis, keys)
+    queue = PriorityQueue(redis, keys, flood=FloodLimit(3, 60))
     await queue.ensure_groups()
     answers = Answers()
     ingress = WeChatIngress(
@@ -223,3 +224,20 @@ async def test_under_a_backlog_the_passive_reply_is_the_acknowledgement(
         assert retry == (200, "success")  # the acknowledgement went with the first push
     finally:
         await server.close()
+
+
+async def test_over_the_flood_limit_only_the_first_push_waits_for_its_notice(
+    service: Any, redis: Redis, keys: Keys
+) -> None:
+    url, queue, answers = service
+    for n in range(5):
+        status, _ = await post(url, push(f"第{n}个问题", msg_id=str(n)), signed())
+        assert status == 200
+    entries = await queue.read("c", 10)
+    assert len(entries) == 3  # the limit: the rest are not queued
+    # The first throttled push waited for its reply (the notice, in the outbox); the last
+    # one has no reply coming and answered at once.
+    assert len(answers.waited) == 4
+    notices = [r for r in await outbox(redis, keys) if r.source == ReplySource.NOTICE]
+    assert [n.message_id for n in notices] == ["3"]
+    assert "过快" in notices[0].text

@@ -1,0 +1,91 @@
+"""``POST /admin/forget``: delete a customer's stored conversation data on any channel.
+
+For the shop's privacy team (a data-deletion request that came by mail, a WeChat customer:
+WeChat has no ``/forget`` command). Telegram customers can send ``/forget`` themselves, and a
+webhook gateway can forward its customer's request to ``POST /webhook/{gateway}/forget``.
+Authenticated with ``Authorization: Bearer <PEAKDESK_ADMIN_TOKEN>``; without that setting the
+route answers 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping
+from typing import Annotated, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from redis.exceptions import RedisError
+
+from core.aio import read_limited
+
+MAX_BODY_BYTES = 4096
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class Forgetter(Protocol):
+    async def forget(self, conversation_key: str) -> int: ...
+
+
+class ForgetRequest(BaseModel):
+    """``channel`` (telegram, wechat, webhook, slack...), ``conversation_id`` (the Telegram
+    chat id, the WeChat OpenID, the gateway's conversation id) and ``account`` (the gateway
+    name; for Telegram and WeChat the configured bot or account is the default)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    channel: Annotated[str, StringConstraints(pattern=r"^[a-z]{1,16}$")]
+    conversation_id: Id
+    account: Id | None = None
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class AdminApi:
+    def __init__(
+        self,
+        token: str | None,
+        forgetter: Forgetter,
+        default_accounts: Callable[[], Mapping[str, str]],
+    ) -> None:
+        self.token = token
+        self.forgetter = forgetter
+        self.default_accounts = default_accounts
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/admin/forget", self.forget)]
+
+    async def forget(self, request: web.Request) -> web.Response:
+        if not self.token:
+            return _error(404, "not found")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            return _error(401, "Authorization: Bearer <PEAKDESK_ADMIN_TOKEN> required")
+        try:
+            body = await read_limited(request.content, MAX_BODY_BYTES)
+        except (ValueError, ConnectionError) as exc:
+            return _error(400, f"cannot read body: {type(exc).__name__}")
+        if body is None:
+            return _error(413, f"body over {MAX_BODY_BYTES} bytes")
+        try:
+            asked = ForgetRequest.model_validate_json(body)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_input=False)[0]
+            field = ".".join(str(part) for part in error["loc"]) or "body"
+            return _error(400, f"{field}: {error['msg']}")
+        account = asked.account or self.default_accounts().get(asked.channel)
+        if account is None:
+            return _error(400, f"account: required for channel {asked.channel}")
+        try:
+            deleted = await self.forgetter.forget(
+                f"{asked.channel}:{account}:{asked.conversation_id}"
+            )
+        except RedisError:
+            return web.json_response(
+                {"error": "store unavailable, retry later"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+        return web.json_response({"status": "forgotten", "deleted": deleted})
