@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from adapters.telegram.templates import template
 from core.keys import Keys
+from core.queue import FloodLimit
 from core.store import connect_redis
 from tests.adapters.telegram.tg_stack import SECRET, TelegramStack
 from tests.fakes.openai_server import FakeOpenAI
@@ -254,6 +255,17 @@ async def test_an_edit_is_acknowledged_and_not_answered_again(
         (b'{"message": {"text": "no update_id"}}', 400),
         (b'{"update_id": 1, "message": {"message_id": 1, "text": "no chat"}}', 400),
         (b"x" * (1024 * 1024 + 1), 413),
+        # A lone surrogate escape: once admitted, it hung the request (no UTF-8 for Redis).
+        (
+            b'{"update_id": 1, "message": {"message_id": 1, "chat": {"id": 1}, "text": "\\ud800"}}',
+            400,
+        ),
+        (
+            b'{"update_id": 1, "message": {"message_id": 1, "chat": {"id": 1}, "text": "'
+            + b"x" * 4097
+            + b'"}}',
+            400,
+        ),
     ],
 )
 async def test_bodies_that_are_not_updates_are_refused(
@@ -293,3 +305,20 @@ async def test_logs_carry_neither_the_token_nor_customer_text(
     assert "ticket" in logged and "chat not found" in logged  # the scenario did log
     for secret in (tg_api.token, tg_api.token.split(":")[1], SECRET, "jane.doe", "4111"):
         assert secret not in logged
+
+
+async def test_a_flooding_user_gets_one_notice_and_the_rest_is_not_answered(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, tg_api: FakeTelegramAPI
+) -> None:
+    async with TelegramStack(redis, keys, fake_llm.base_url, tg_api) as tg:
+        tg.queue.flood = FloodLimit(2, 60)
+        for n in range(5):
+            assert (await tg.post(tg_api.updates.text(42, f"question number {n}?")))[0] == 200
+        sent = await tg_api.wait_for("sendMessage", 3)
+        await asyncio.sleep(0.3)  # nothing more may come
+        metrics = tg.metrics.render().decode()
+    texts = sorted(call.params["text"] for call in tg_api.calls_to("sendMessage"))
+    assert len(texts) == 3 == len(sent)
+    assert texts[:2] == ["Echo: question number 0?", "Echo: question number 1?"]
+    assert texts[2].startswith("You are sending messages faster than we can read them")
+    assert 'peakdesk_messages_throttled_total{channel="telegram"} 3.0' in metrics
