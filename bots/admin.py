@@ -60,8 +60,9 @@ class AdminApi:
     async def forget(self, request: web.Request) -> web.Response:
         if not self.token:
             return _error(404, "not found")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        # A header that is not UTF-8 arrives with surrogate escapes: compare its raw bytes.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
             return _error(401, "Authorization: Bearer <PEAKDESK_ADMIN_TOKEN> required")
         try:
             body = await read_limited(request.content, MAX_BODY_BYTES)

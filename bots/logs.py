@@ -50,6 +50,22 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{about}]" if about else line
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse as an ERROR with a traceback that quotes the raw
+    bytes (a customer's message, and a flood of lines for whoever sends junk): one WARNING
+    line naming the error instead. The client got its 400 already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = (
+                "malformed request refused (%s)",
+                (type(record.exc_info[1]).__name__,),
+            )
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(
     fmt: str = "text",
     level: str = "INFO",
@@ -67,4 +83,7 @@ def configure_logging(
     root.setLevel(level)
     # aiohttp's access log would carry full paths and query strings; keep it at WARNING.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server.filters):
+        server.addFilter(MalformedRequests())
     return handler

@@ -73,8 +73,12 @@ class Runtime:
     ) -> None:
         self.settings = s = settings
         self._owns_redis = redis is None
-        self.redis = redis if redis is not None else connect_redis(s.redis_url)
-        self.keys = Keys(s.peakdesk_redis_prefix)
+        self.redis = (
+            redis
+            if redis is not None
+            else connect_redis(s.redis_url, cluster=s.peakdesk_redis_cluster)
+        )
+        self.keys = Keys(s.peakdesk_redis_prefix, s.peakdesk_shards)
         self.metrics = Metrics()
         self.queue = PriorityQueue(
             self.redis,

@@ -64,7 +64,11 @@ class Settings(BaseSettings):
 
     # State
     redis_url: str | None = None
+    peakdesk_redis_cluster: bool = False  # REDIS_URL is a node of a Redis Cluster
     peakdesk_redis_prefix: str = Field("pd", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # Lanes the queue is split into (Redis Cluster spreads them over its masters); the same in
+    # every process, and changed only with the queue empty. 1 = one hash slot (single Redis).
+    peakdesk_shards: int = Field(1, ge=1, le=1024)
 
     # HTTP server
     peakdesk_host: str = "127.0.0.1"

@@ -41,16 +41,25 @@ class Readable(Protocol):
     def at_eof(self) -> bool: ...
 
 
+class UnreadableBody(ValueError):
+    """The body stream failed: a ``Content-Encoding`` that does not decode (a broken gzip),
+    a connection lost mid-body. The request gets a 4xx, never the stream's own error."""
+
+
 async def read_limited(stream: Readable, limit: int) -> bytes | None:
     """The whole body, or None past ``limit`` bytes (also without a Content-Length).
 
     ``read(n)`` returns what has arrived so far, up to ``n``: a body that comes in several
-    chunks must be read until the end, or only its first chunk is seen.
+    chunks must be read until the end, or only its first chunk is seen. Raises
+    UnreadableBody when the stream fails.
     """
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        chunk = await stream.read(limit + 1 - size)
+        try:
+            chunk = await stream.read(limit + 1 - size)
+        except Exception as exc:  # aiohttp's ContentEncodingError, connection errors...
+            raise UnreadableBody(f"cannot read the body: {type(exc).__name__}") from exc
         if not chunk:
             break
         chunks.append(chunk)

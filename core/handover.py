@@ -192,11 +192,12 @@ class HandoverDesk:
             "locale": message.metadata.locale or "",
             "transcript": json.dumps(transcript, ensure_ascii=False),
         }
+        lane = self.keys.for_conversation(conversation)
         created = await self._escalate(
             keys=[
                 self.keys.handover(conversation),
-                self.keys.handovers_open,
-                self.keys.outbox,
+                lane.handovers_open,
+                lane.outbox,
                 self.keys.handover_ticket(ticket_id),
             ],
             args=[
@@ -221,12 +222,13 @@ class HandoverDesk:
             entry.ticket_id,
             text=message.text,
         )
+        lane = self.keys.for_conversation(message.conversation_key)
         held = await self._hold(
             keys=[
                 self.keys.handover(message.conversation_key),
                 self.keys.held(entry.ticket_id),
-                self.keys.outbox,
-                self.keys.stream(entry.priority),
+                lane.outbox,
+                lane.stream(entry.priority),
             ],
             args=[
                 GROUP,
@@ -251,8 +253,11 @@ class HandoverDesk:
 
     async def estimated_wait(self) -> float | None:
         """Seconds people took to take over lately (moving average), None before the first."""
-        average = await self.redis.hget(self.keys.handover_pickup, "avg")
-        return float(average) if average is not None else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lane in self.keys.lanes:
+                pipe.hget(lane.handover_pickup, "avg")
+            averages = [float(a) for a in await pipe.execute() if a is not None]
+        return sum(averages) / len(averages) if averages else None
 
     # -- the people's side ------------------------------------------------------------------
 
@@ -274,7 +279,9 @@ class HandoverDesk:
         return cast(str | None, await self.redis.get(self.keys.handover_thread(thread)))
 
     async def set_thread(self, conversation_key: str, thread: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # Not one transaction: the thread's index is shared by the lanes (a staff reply names
+        # only its thread), the record lives in the conversation's lane.
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.handover(conversation_key), "thread", thread)
             pipe.set(self.keys.handover_thread(thread), conversation_key, ex=self.ttl_s)
             await pipe.execute()
@@ -323,17 +330,21 @@ class HandoverDesk:
         args.append(self.ttl_s)
         if reply is not None:
             args.append(reply.to_json())
+        lane = self.keys.for_conversation(conversation_key)
         outcome, owner = await self._change(
             keys=[
                 record,
-                self.keys.handovers_open,
-                self.keys.outbox,
-                self.keys.handover_pickup,
-                self.keys.staff_message(reply.reply_id if reply else "-"),
+                lane.handovers_open,
+                lane.outbox,
+                lane.handover_pickup,
+                lane.staff_message(reply.reply_id if reply else "-"),
             ],
             args=args,
         )
         return Change(outcome, owner)
 
     async def open_count(self) -> int:
-        return int(await self.redis.zcard(self.keys.handovers_open))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lane in self.keys.lanes:
+                pipe.zcard(lane.handovers_open)
+            return sum(int(n) for n in await pipe.execute())

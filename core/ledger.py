@@ -43,6 +43,21 @@ def utc_day(at: float | None = None) -> str:
     return time.strftime("%Y%m%d", time.gmtime(time.time() if at is None else at))
 
 
+def day_keys(keys: Keys, day: str) -> list[str]:
+    """The keys holding a day's counters: the shared one, and each lane's (with lanes)."""
+    lanes = [lane.stats_day(day) for lane in keys.lanes] if keys.shards > 1 else []
+    return [keys.stats_day(day), *lanes]
+
+
+def add_counters(hashes: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The day's counters of several keys added up, as Redis would hold them in one."""
+    total: dict[str, float] = {}
+    for counters in hashes:
+        for name, value in counters.items():
+            total[name] = total.get(name, 0.0) + float(value)
+    return {name: str(int(v)) if v.is_integer() else repr(v) for name, v in total.items()}
+
+
 def percentile(values: Sequence[float], share: float) -> float | None:
     """The nearest-rank percentile (``share`` in 0-1) of ``values``, None when empty."""
     if not values:
@@ -156,9 +171,15 @@ class Ledger:
             for priority in PRIORITIES:
                 pipe.lrange(self.keys.waits(priority), 0, -1)
             pipe.get(self.keys.stats_minute(int(now // 60) - 1))
-            pipe.hgetall(self.keys.stats_day(utc_day(now)))
-            pipe.zcard(self.keys.handovers_open)
-            *waits, calls, day, open_handovers = await pipe.execute()
+            days = day_keys(self.keys, utc_day(now))
+            for key in days:
+                pipe.hgetall(key)
+            for lane in self.keys.lanes:
+                pipe.zcard(lane.handovers_open)
+            found = await pipe.execute()
+        waits, calls = found[: len(PRIORITIES)], found[len(PRIORITIES)]
+        day = add_counters(found[len(PRIORITIES) + 1 : len(PRIORITIES) + 1 + len(days)])
+        open_handovers = sum(int(n) for n in found[len(PRIORITIES) + 1 + len(days) :])
         p95 = {
             priority: (
                 None if (p := percentile([float(v) for v in raw], 0.95)) is None else p / 1000

@@ -31,9 +31,13 @@ from core.keys import Keys
 from core.logcontext import about
 from core.metrics import Metrics
 from core.models import DeskEvent, DeskEventKind, Reply, ReplySource
-from core.queue import GROUP, ensure_group
+from core.queue import GROUP, ensure_group, text_of
 
 log = logging.getLogger("peakdesk.outbox")
+
+# Deliveries an outbox holds per slot, counting those that only wait: for the retry of a
+# channel that is down, or behind an earlier reply of their conversation.
+WAITING_FACTOR = 20
 
 # Values of the per-ticket delivery claim.
 SYNC = "sync"  # a synchronous waiter took the reply
@@ -70,6 +74,7 @@ class Outbox:
         metrics: Metrics,
         concurrency: int = 200,
         max_attempts: int = 8,
+        retry_for_s: float = 900.0,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 60.0,
         claim_idle_s: float = 30.0,
@@ -84,14 +89,18 @@ class Outbox:
         self.metrics = metrics
         self.concurrency = concurrency
         self.max_attempts = max_attempts
+        self.retry_for_s = retry_for_s
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.claim_idle_s = claim_idle_s
         self.claim_ttl_s = claim_ttl_s
         self.poll_interval_s = poll_interval_s
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # Deliveries in progress, by (outbox stream, entry id): entry ids are per stream.
+        self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._next_lane = 0
         self._ready: dict[str, asyncio.Event] = {}
         self._conversations = SerialByKey()
+        self._waiting = 0  # deliveries in flight that only wait (see _free_slots)
 
     # -- synchronous waiters --------------------------------------------------------------
 
@@ -122,8 +131,9 @@ class Outbox:
                 if raw is not None:
                     # A burst's reply is stored under each of its tickets: claim the reply.
                     reply = Reply.from_json(raw)
+                    lane = self.keys.for_conversation(reply.conversation_key)
                     claimed = await self.redis.set(
-                        self.keys.delivery_claim(reply.delivery_id),
+                        lane.delivery_claim(reply.delivery_id),
                         SYNC,
                         nx=True,
                         ex=self.claim_ttl_s,
@@ -146,7 +156,7 @@ class Outbox:
                 if time.monotonic() - last_claim > self.claim_idle_s / 2:
                     last_claim = time.monotonic()
                     await self._claim_stale()
-                free = self.concurrency - len(self._in_flight)
+                free = self._free_slots()
                 if free <= 0:
                     await asyncio.wait(
                         list(self._in_flight.values()),
@@ -154,25 +164,44 @@ class Outbox:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     continue
-                found: Any = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {self.keys.outbox: ">"}, count=free, block=500
-                )
-                for _, entries in found or []:
+                for stream, entries in await self._read(free):
                     for entry_id, fields in entries:
-                        self._start(entry_id, fields)
+                        self._start(text_of(stream), text_of(entry_id), fields)
             except RedisError as exc:
                 log.warning("outbox read failed (%s); retrying", type(exc).__name__)
                 if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
                     with contextlib.suppress(RedisError):
-                        await ensure_group(self.redis, self.keys.outbox)
+                        for lane in self.keys.lanes:
+                            await ensure_group(self.redis, lane.outbox)
                 await asyncio.sleep(1.0)
         if self._in_flight:
             _, unfinished = await asyncio.wait(list(self._in_flight.values()), timeout=10.0)
             for task in unfinished:  # stays pending in Redis: claimed again after the idle time
                 task.cancel()
 
-    def _start(self, entry_id: str, fields: Mapping[str, str]) -> None:
-        if entry_id in self._in_flight:
+    async def _read(self, count: int) -> Any:
+        """New entries of the lanes' outboxes: every lane without waiting, then (none had
+        any) a short block on the next lane in turn."""
+        lanes = self.keys.lanes
+        self._next_lane = (self._next_lane + 1) % len(lanes)
+        if len(lanes) > 1:
+            for lane in lanes[self._next_lane :] + lanes[: self._next_lane]:
+                found = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {lane.outbox: ">"}, count=count
+                )
+                if found:
+                    return found
+        waiting_on = lanes[self._next_lane].outbox
+        block_ms = max(10, 500 // len(lanes))
+        return (
+            await self.redis.xreadgroup(
+                GROUP, self.consumer, {waiting_on: ">"}, count=count, block=block_ms
+            )
+            or []
+        )
+
+    def _start(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
+        if (stream, entry_id) in self._in_flight:
             return
         item: Outgoing
         if "r" in fields:
@@ -184,39 +213,59 @@ class Outbox:
         else:
             return
         # Replies of one conversation go out in order; other conversations concurrently.
+        behind = self._conversations.busy(item.serial_key)
+        if behind:
+            self._waiting += 1
         task = self._conversations.start(
-            item.serial_key, lambda: self._deliver(entry_id, raw, item)
+            item.serial_key, lambda: self._deliver(stream, entry_id, raw, item, behind)
         )
-        self._in_flight[entry_id] = task
-        task.add_done_callback(lambda _: self._in_flight.pop(entry_id, None))
+        self._in_flight[stream, entry_id] = task
+        task.add_done_callback(lambda _: self._in_flight.pop((stream, entry_id), None))
+
+    def _free_slots(self) -> int:
+        # A delivery waiting for its retry, or behind its conversation's earlier reply, holds
+        # no slot: a channel that is down must not hold back the replies of the others (found
+        # by tests/faults: Telegram's 5xx held every slot, and the webhook callbacks waited).
+        # The deliveries held in memory stay bounded.
+        return min(
+            self.concurrency - (len(self._in_flight) - self._waiting),
+            self.concurrency * WAITING_FACTOR - len(self._in_flight),
+        )
 
     async def _claim_stale(self) -> None:
         idle_ms = int(self.claim_idle_s * 1000)
-        _, entries, *_ = await self.redis.xautoclaim(
-            self.keys.outbox,
-            GROUP,
-            self.consumer,
-            min_idle_time=idle_ms,
-            start_id="0-0",
-            count=100,
-        )
-        for entry_id, fields in entries:
-            if fields:
-                self._start(entry_id, fields)
-            else:
-                await self._ack(entry_id)
-        if self._in_flight:  # keep our own long-running deliveries from being claimed
-            await self.redis.xclaim(
-                self.keys.outbox, GROUP, self.consumer, 0, list(self._in_flight), justid=True
+        for lane in self.keys.lanes:
+            stream = lane.outbox
+            _, entries, *_ = await self.redis.xautoclaim(
+                stream,
+                GROUP,
+                self.consumer,
+                min_idle_time=idle_ms,
+                start_id="0-0",
+                count=100,
             )
+            for entry_id, fields in entries:
+                if fields:
+                    self._start(stream, text_of(entry_id), fields)
+                else:
+                    await self._ack(stream, text_of(entry_id))
+            # Keep our own long-running deliveries from being claimed.
+            ours: list[Any] = [entry_id for (s, entry_id) in self._in_flight if s == stream]
+            if ours:
+                await self.redis.xclaim(stream, GROUP, self.consumer, 0, ours, justid=True)
 
-    async def _deliver(self, entry_id: str, raw: str, reply: Outgoing) -> None:
+    async def _deliver(
+        self, stream: str, entry_id: str, raw: str, reply: Outgoing, behind: bool
+    ) -> None:
+        if behind:  # its conversation's turn: it holds a slot now
+            self._waiting -= 1
         with about(reply.ticket_id, reply.conversation_key):
-            await self._deliver_once(entry_id, raw, reply)
+            await self._deliver_once(stream, entry_id, raw, reply)
 
-    async def _deliver_once(self, entry_id: str, raw: str, reply: Outgoing) -> None:
+    async def _deliver_once(self, stream: str, entry_id: str, raw: str, reply: Outgoing) -> None:
+        lane = self.keys.for_conversation(reply.conversation_key)
         try:
-            claim_key = self.keys.delivery_claim(reply.delivery_id)
+            claim_key = lane.delivery_claim(reply.delivery_id)
             # Leave a synchronous waiter its head start, but stop waiting once it took over.
             while (head_start := reply.wait_until - time.time()) > 0:
                 if await self.redis.get(claim_key) == SYNC:
@@ -226,23 +275,23 @@ class Outbox:
                 owner = await self.redis.get(claim_key)
                 if owner == SYNC:  # the synchronous waiter already handed it over
                     self.metrics.deliveries.labels(reply.channel, "sync").inc()
-                    await self._ack(entry_id)
+                    await self._ack(stream, entry_id)
                     return
                 if owner == SENT:  # sent before, but the ack was lost: do not send again
-                    await self._ack(entry_id)
+                    await self._ack(stream, entry_id)
                     return
             if await self._send_with_retries(reply):
                 self.metrics.deliveries.labels(reply.channel, "sent").inc()
-                await self._ack(entry_id, sent_claim=claim_key)
+                await self._ack(stream, entry_id, sent_claim=claim_key)
                 return
             self.metrics.deliveries.labels(reply.channel, "failed").inc()
             field = "d" if isinstance(reply, DeskEvent) else "r"
             await self.redis.xadd(
-                self.keys.dead_deliveries, {field: raw}, maxlen=100_000, approximate=True
+                lane.dead_deliveries, {field: raw}, maxlen=100_000, approximate=True
             )
             if isinstance(reply, Reply) and reply.source is ReplySource.HUMAN and self.desk:
                 await self._tell_desk_undelivered(reply)
-            await self._ack(entry_id)
+            await self._ack(stream, entry_id)
         except RedisError as exc:
             # Left pending: another pass (or process) claims it after the idle timeout.
             log.warning(
@@ -260,7 +309,8 @@ class Outbox:
             reply.ticket_id,
             text=reply.text,
         )
-        await self.redis.xadd(self.keys.outbox, {"d": event.to_json()})
+        lane = self.keys.for_conversation(reply.conversation_key)
+        await self.redis.xadd(lane.outbox, {"d": event.to_json()})
 
     async def _send(self, item: Outgoing) -> None:
         if isinstance(item, DeskEvent):
@@ -274,12 +324,24 @@ class Outbox:
         await sender.send(item)
 
     async def _send_with_retries(self, reply: Outgoing) -> bool:
-        for attempt in range(1, self.max_attempts + 1):
+        """Send until the channel takes it; False once it refused it, or stayed unavailable
+        for ``max_attempts`` attempts and ``retry_for_s`` after the reply was made.
+
+        The time floor matters more than the attempts: the backoff ladder of the default 8
+        attempts spans about a minute, and a channel down longer than that (Telegram's 5xx,
+        a gateway restarting) must delay its replies, not drop them.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self._send(reply)
                 return True
             except DeliveryError as exc:
-                if not exc.retryable or attempt == self.max_attempts:
+                waited = time.time() - reply.created_at
+                if not exc.retryable or (
+                    attempt >= self.max_attempts and waited >= self.retry_for_s
+                ):
                     log.warning(
                         "reply for ticket %s not delivered: %s (attempt %d, final)",
                         reply.ticket_id,
@@ -288,7 +350,7 @@ class Outbox:
                     )
                     return False
                 self.metrics.deliveries.labels(reply.channel, "retry").inc()
-                delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
+                delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt - 1, 30))
                 delay = max(delay / 2 + random.uniform(0, delay / 2), exc.retry_after or 0.0)
                 log.info(
                     "reply for ticket %s: %s; retry %d in %.1fs",
@@ -297,13 +359,16 @@ class Outbox:
                     attempt,
                     delay,
                 )
-                await asyncio.sleep(delay)
-        return False
+                self._waiting += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self._waiting -= 1
 
-    async def _ack(self, entry_id: str, *, sent_claim: str | None = None) -> None:
+    async def _ack(self, stream: str, entry_id: str, *, sent_claim: str | None = None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             if sent_claim is not None:
                 pipe.set(sent_claim, SENT, xx=True, keepttl=True)
-            pipe.xack(self.keys.outbox, GROUP, entry_id)
-            pipe.xdel(self.keys.outbox, entry_id)
+            pipe.xack(stream, GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
             await pipe.execute()

@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 
 from core.aio import wait_event
 from core.keys import PRIORITIES, Keys
-from core.ledger import DRAINED, NON_ANSWER_FIELDS, utc_day
+from core.ledger import DRAINED, NON_ANSWER_FIELDS, add_counters, day_keys, utc_day
 from core.metrics import Metrics
 from core.models import language
 
@@ -299,15 +299,20 @@ class PeakMonitor:
 
     async def refresh(self) -> None:
         now = time.time()
+        days = day_keys(self.keys, utc_day(now))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.keys.streams:
-                pipe.xlen(stream)
-            pipe.hgetall(self.keys.stats_day(utc_day(now)))
             pipe.get(self.keys.peak_mode)
             pipe.get(self.keys.budget(f"h{int(now // 3600)}"))
             pipe.get(self.keys.budget(f"d{utc_day(now)}"))
-            *lengths, day, forced, hour_tokens, day_tokens = await pipe.execute()
-        self.depths = {p: int(n) for p, n in zip(PRIORITIES, lengths, strict=True)}
+            for key in days:
+                pipe.hgetall(key)
+            for lane in self.keys.lanes:
+                for stream in lane.streams:
+                    pipe.xlen(stream)
+            forced, hour_tokens, day_tokens, *found = await pipe.execute()
+        day = add_counters(found[: len(days)])
+        lengths = found[len(days) :]
+        self.depths = {p: sum(int(n) for n in lengths[p :: len(PRIORITIES)]) for p in PRIORITIES}
         self._measure_rates(self._clock(), day)
         if self._latencies:
             ordered = sorted(self._latencies)

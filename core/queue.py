@@ -185,7 +185,8 @@ async def ensure_group(redis: Redis, stream: str) -> None:
             raise
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A Redis reply value as text (the clients here decode, fakeredis may not)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -226,14 +227,16 @@ class PriorityQueue:
         self._finish_script = redis.register_script(lua_script("finish.lua"))
         self._direct_script = redis.register_script(lua_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
+        self._next_lane = 0
         self._flushers = 0
         self.batches_in_flight = 2
 
     async def ensure_groups(self) -> None:
         """Create the streams and the consumer groups (idempotent)."""
         try:
-            for stream in (*self.keys.streams, self.keys.outbox):
-                await ensure_group(self.redis, stream)
+            for lane in self.keys.lanes:
+                for stream in (*lane.streams, lane.outbox):
+                    await ensure_group(self.redis, stream)
         except RedisError as exc:
             raise StoreUnavailable(f"cannot create consumer groups: {exc}") from exc
 
@@ -273,8 +276,12 @@ class PriorityQueue:
                 batch, self._pending = self._pending, []
                 try:
                     results = await self._admit_batch(batch)
-                except RedisError as exc:
-                    log.warning("admission failed: redis error %s", type(exc).__name__)
+                except Exception as exc:
+                    # Redis down, a cluster slot not covered (RedisClusterException is no
+                    # RedisError), or a bug: whatever it is, every message of the batch hears
+                    # back (503: not stored) instead of waiting forever on its future.
+                    level = logging.WARNING if isinstance(exc, RedisError) else logging.ERROR
+                    log.log(level, "admission failed: %s", type(exc).__name__)
                     for *_, future in batch:
                         if not future.done():
                             future.set_exception(StoreUnavailable("queue store unavailable"))
@@ -286,7 +293,7 @@ class PriorityQueue:
                         log.warning("admission failed: %s", type(result).__name__)
                         future.set_exception(StoreUnavailable("queue store refused the write"))
                         continue
-                    status, value = _text(result[0]), _text(result[1])
+                    status, value = text_of(result[0]), text_of(result[1])
                     if status == "full":
                         future.set_exception(AdmissionRefused(int(value), self.retry_after_s))
                     elif status == "duplicate":
@@ -316,27 +323,33 @@ class PriorityQueue:
         self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
     ) -> list[Any]:
         # EVALSHA straight away: redis-py's script helper sends SCRIPT EXISTS with every batch.
+        # As a raw command: RedisCluster's pipeline refuses its evalsha() method, not the
+        # command (it routes EVALSHA by its keys, which share one slot).
         now = str(time.time())
-        streams = self.keys.streams
+        shards = self.keys.shards
         async with self.redis.pipeline(transaction=False) as pipe:
             for message, priority, wait_until, _ in batch:
-                limit = self.max_queue if priority >= 2 else self.hard_ceiling
-                ticket_id = new_ticket_id()
+                # Each lane admits its share of the limit (conversations spread evenly).
+                limit = -(-(self.max_queue if priority >= 2 else self.hard_ceiling) // shards)
+                ticket_id = self.new_ticket(message)
                 message_json = message.to_json()
                 conversation = message.conversation_key
                 sender = message.sender_key
-                pipe.evalsha(
+                lane = self.keys.for_conversation(conversation)
+                streams = lane.streams
+                pipe.execute_command(
+                    "EVALSHA",
                     self._admit_script.sha,
                     12,
-                    self.keys.seen(message.dedupe_key),
+                    lane.seen(message.dedupe_key),
                     *streams,
                     streams[priority],
                     self.keys.burst(conversation),
                     self.keys.acked(conversation),
-                    self.keys.outbox,
+                    lane.outbox,
                     self.keys.handover(conversation),
-                    self.keys.flood(sender),
-                    self.keys.flood_notice(sender),
+                    lane.flood(sender),
+                    lane.flood_notice(sender),
                     self.keys.reply(ticket_id),
                     ticket_id,
                     limit,
@@ -425,15 +438,16 @@ class PriorityQueue:
         ticket_id: str | None,
         only_if_idle: bool,
     ) -> Admission | None:
-        ticket_id = ticket_id or new_ticket_id()
+        ticket_id = ticket_id or self.new_ticket(message)
         reply = Reply.for_message(
             message, ticket_id=ticket_id, priority=priority, text=text, source=source
         )
+        lane = self.keys.for_conversation(message.conversation_key)
         keys = [
-            self.keys.seen(message.dedupe_key),
+            lane.seen(message.dedupe_key),
             self.keys.reply(ticket_id),
-            self.keys.outbox,
-            self.keys.stats_day(utc_day()),
+            lane.outbox,
+            lane.stats_day(utc_day()),
         ]
         if only_if_idle:
             conversation = message.conversation_key
@@ -455,25 +469,47 @@ class PriorityQueue:
 
     # -- worker side ----------------------------------------------------------------------
 
+    def seen_key(self, message: InboundMessage) -> str:
+        """The key that marks ``message`` as admitted (its dedupe key)."""
+        return self.keys.for_conversation(message.conversation_key).seen(message.dedupe_key)
+
+    def new_ticket(self, message: InboundMessage) -> str:
+        """A new ticket id for ``message``: it names the conversation's lane."""
+        return new_ticket_id() + self.keys.ticket_suffix(message.conversation_key)
+
     async def read(self, consumer: str, count: int, block_ms: int = 0) -> list[QueuedMessage]:
-        """Take up to ``count`` new entries, from the most urgent non-empty priority first."""
+        """Take up to ``count`` new entries, from the most urgent non-empty priority first
+        (of any lane: each read starts at the next lane, so none is starved)."""
+        lanes = self._rotated_lanes()
         for priority in PRIORITIES:
-            found = await self.redis.xreadgroup(
-                GROUP, consumer, {self.keys.stream(priority): ">"}, count=count
-            )
-            if found:
-                return self._parse_read(found)
+            for lane in lanes:
+                found = await self.redis.xreadgroup(
+                    GROUP, consumer, {lane.stream(priority): ">"}, count=count
+                )
+                if found:
+                    return self._parse_read(found)
         if not block_ms:
             return []
+        # Block on one lane (the next one each time), for a share of the time: a message of
+        # another lane waits at most about ``block_ms``.
         found = await self.redis.xreadgroup(
-            GROUP, consumer, dict.fromkeys(self.keys.streams, ">"), count=count, block=block_ms
+            GROUP,
+            consumer,
+            dict.fromkeys(lanes[0].streams, ">"),
+            count=count,
+            block=max(10, block_ms // len(lanes)),
         )
         return sorted(self._parse_read(found or []), key=lambda q: q.priority)
+
+    def _rotated_lanes(self) -> tuple[Keys, ...]:
+        lanes = self.keys.lanes
+        self._next_lane = (self._next_lane + 1) % len(lanes)
+        return lanes[self._next_lane :] + lanes[: self._next_lane]
 
     def _parse_read(self, found: Any) -> list[QueuedMessage]:
         out: list[QueuedMessage] = []
         for stream, entries in found:
-            priority = int(_text(stream).rsplit(":", 1)[1])
+            priority = int(text_of(stream).rsplit(":", 1)[1])
             out.extend(
                 self._parse_entry(priority, eid, fields) for eid, fields in entries if fields
             )
@@ -482,7 +518,7 @@ class PriorityQueue:
     @staticmethod
     def _parse_entry(priority: int, entry_id: Any, fields: dict[str, str]) -> QueuedMessage:
         return QueuedMessage(
-            entry_id=_text(entry_id),
+            entry_id=text_of(entry_id),
             priority=priority,
             ticket_id=fields["t"],
             message=InboundMessage.from_json(fields["m"]),
@@ -492,21 +528,24 @@ class PriorityQueue:
 
     async def heartbeat(self, consumer: str, entries: Sequence[QueuedMessage]) -> None:
         """Reset the idle time of entries still being worked on, so nobody claims them."""
-        by_priority: dict[int, list[Any]] = {}
+        by_stream: dict[str, list[Any]] = {}
         for entry in entries:
-            by_priority.setdefault(entry.priority, []).append(entry.entry_id)
+            by_stream.setdefault(self._stream_of(entry), []).append(entry.entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for priority, ids in by_priority.items():
-                pipe.xclaim(self.keys.stream(priority), GROUP, consumer, 0, ids, justid=True)
+            for stream, ids in by_stream.items():
+                pipe.xclaim(stream, GROUP, consumer, 0, ids, justid=True)
             await pipe.execute()
+
+    def _stream_of(self, entry: QueuedMessage) -> str:
+        return self.keys.for_conversation(entry.message.conversation_key).stream(entry.priority)
 
     async def claim_stale(
         self, consumer: str, min_idle_ms: int, count: int = 50
     ) -> list[QueuedMessage]:
         """Take over entries idle for ``min_idle_ms`` (their worker died), most urgent first."""
         claimed: list[QueuedMessage] = []
-        for priority in PRIORITIES:
-            stream = self.keys.stream(priority)
+        for priority, lane in ((p, lane) for p in PRIORITIES for lane in self.keys.lanes):
+            stream = lane.stream(priority)
             _, entries, *_ = await self.redis.xautoclaim(
                 stream, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
             )
@@ -548,16 +587,17 @@ class PriorityQueue:
             self.keys.turn_lock(conversation),
             self.keys.burst(conversation),
         ]
-        args: list[str | int] = [token, lock_ttl_ms, BURST_READ, self.keys.reply("")]
+        reply_prefix = self.keys.for_conversation(conversation).reply_prefix
+        args: list[str | int] = [token, lock_ttl_ms, BURST_READ, reply_prefix]
         while True:
             found = await self._begin_script(keys=keys, args=args)
-            status = _text(found[0])
+            status = text_of(found[0])
             if status == "done":
                 return None
             if status == "turn":
                 break
             await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
-        raw = [_text(item) for item in found[1:]]
+        raw = [text_of(item) for item in found[1:]]
         try:
             items = [BurstItem.decode(text) for text in raw]
         except (ValueError, TypeError):  # unreadable (another version's): give the turn back
@@ -581,12 +621,23 @@ class PriorityQueue:
     async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> list[str]:
         """Keep the turn locks (conversation, token) of work in progress; returns the tokens
         not renewed: ended meanwhile, or lapsed (their finish then stores nothing)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conversation, token in turns:
-                await self._end_script(
-                    keys=self._turn_keys(conversation), args=[token, lock_ttl_ms, 0, 0], client=pipe
-                )
-            renewed = await pipe.execute()
+        for attempt in range(2):
+            # Raw EVALSHA, as in _send_admissions: RedisCluster's pipeline refuses evalsha(),
+            # which a script object called with client=pipe uses.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for conversation, token in turns:
+                    keys = self._turn_keys(conversation)
+                    args = (token, lock_ttl_ms, 0, 0)
+                    pipe.execute_command("EVALSHA", self._end_script.sha, len(keys), *keys, *args)
+                renewed = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(result, NoScriptError) for result in renewed):
+                # A server that lost its scripts (restarted, or a promoted replica): load it
+                # and renew again (a NOSCRIPT answer did nothing; renewing twice is harmless).
+                await self.redis.script_load(self._end_script.script)
+                continue
+            break
+        if error := next((r for r in renewed if isinstance(r, Exception)), None):
+            raise error
         return [token for (_, token), ok in zip(turns, renewed, strict=True) if not ok]
 
     async def end_turn(self, entry: QueuedMessage, turn: Turn, *, held: bool = False) -> None:
@@ -610,10 +661,12 @@ class PriorityQueue:
 
     async def ack(self, entry: QueuedMessage) -> None:
         """Ack an entry that needs no reply of its own (answered with its burst)."""
+        lane = self.keys.for_conversation(entry.message.conversation_key)
+        stream = lane.stream(entry.priority)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.stream(entry.priority), GROUP, entry.entry_id)
-            pipe.xdel(self.keys.stream(entry.priority), entry.entry_id)
-            pipe.hincrby(self.keys.stats_day(utc_day()), f"{DRAINED}{entry.priority}", 1)
+            pipe.xack(stream, GROUP, entry.entry_id)
+            pipe.xdel(stream, entry.entry_id)
+            pipe.hincrby(lane.stats_day(utc_day()), f"{DRAINED}{entry.priority}", 1)
             await pipe.execute()
 
     async def finish(
@@ -635,15 +688,16 @@ class PriorityQueue:
         is also copied to the dead letters.
         """
         conversation = entry.message.conversation_key
+        lane = self.keys.for_conversation(conversation)
         keys = [
             self.keys.reply(reply.ticket_id),
-            self.keys.outbox,
-            self.keys.stream(entry.priority),
-            self.keys.stats_day(utc_day()),
+            lane.outbox,
+            lane.stream(entry.priority),
+            lane.stats_day(utc_day()),
             self.keys.burst(conversation),
             self.keys.turn_lock(conversation),
             self.keys.acked(conversation),
-            self.keys.dead_letters,
+            lane.dead_letters,
         ]
         args: list[Any] = [
             GROUP,
@@ -664,7 +718,8 @@ class PriorityQueue:
     async def depths(self) -> dict[int, int]:
         """Messages queued or in progress, per priority."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.keys.streams:
-                pipe.xlen(stream)
+            for lane in self.keys.lanes:
+                for stream in lane.streams:
+                    pipe.xlen(stream)
             lengths = await pipe.execute()
-        return {p: int(n) for p, n in zip(PRIORITIES, lengths, strict=True)}
+        return {p: sum(int(n) for n in lengths[p :: len(PRIORITIES)]) for p in PRIORITIES}

@@ -1,10 +1,32 @@
-"""Connecting to the state store: a real Redis server, or the embedded fakeredis default."""
+"""Connecting to the state store: a real Redis server, a Redis Cluster, or the embedded
+fakeredis default."""
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
+
+# How many times a command on a Redis Cluster is tried again after a lost node, a cluster
+# that is down or a slot not covered, each time on a fresh view of the cluster. redis-py 8
+# waits 0.25 s before each retry of a pipeline and after CLUSTERDOWN, but tries a single
+# command again at once after a connection refused by a killed master: pipelines (admission)
+# bridge a failover of up to about 2.5 s, single commands fail within milliseconds. What
+# fails is a RedisError like any outage (503 + Retry-After to the sender, the worker and the
+# outbox back off and read again).
+CLUSTER_RETRIES = 10
+# How many times a command on one Redis server is tried again after a connection error (see
+# connect_redis): enough for a stale connection, short of stretching an outage's 503s.
+STANDALONE_RETRIES = 2
+
+
+class ClusterClientError(RedisError):
+    """The Redis Cluster client failed with an error of its own, not a RedisError."""
 
 
 def lua_script(name: str) -> str:
@@ -12,8 +34,9 @@ def lua_script(name: str) -> str:
     return resources.files("core").joinpath("scripts", name).read_text(encoding="utf-8")
 
 
-def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
+def connect_redis(url: str | None, *, cluster: bool = False, max_connections: int = 200) -> Redis:
     """A Redis client for ``url``; without a URL, an in-process fakeredis (one process only).
+    ``cluster``: ``url`` is any node of a Redis Cluster (the client finds the others).
 
     Responses are decoded to ``str`` everywhere: every value peakdesk stores is UTF-8 text.
     """
@@ -23,6 +46,8 @@ def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
         # Connections to fakeredis are in-process objects: no reason to cap them at 100.
         client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True, max_connections=100_000)
         return client
+    if cluster:
+        return _connect_cluster(url, max_connections)
     # A blocking pool waits for a free connection instead of failing under a burst; the socket
     # timeout stays above the longest blocking read (XREADGROUP BLOCK) the worker issues.
     pool = BlockingConnectionPool.from_url(
@@ -33,20 +58,99 @@ def connect_redis(url: str | None, *, max_connections: int = 200) -> Redis:
         socket_connect_timeout=2.0,
         socket_timeout=10.0,
         health_check_interval=15,
+        # After Redis restarts, every pooled connection fails its next command once (its
+        # socket belonged to the old server): tried again on a fresh connection, instead of
+        # failing a delivery or a message that then waits PEAKDESK_CLAIM_IDLE_S to be retried
+        # (found by tests/faults). Also bridges the seconds Redis answers LOADING.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), STANDALONE_RETRIES),
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
 
 
+def _translated(exc: Exception) -> ClusterClientError:
+    return ClusterClientError(f"redis cluster client: {type(exc).__name__}: {exc}")
+
+
+class _Pipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        try:
+            results = await super().execute(raise_on_error, allow_redirections)
+        except RedisError:
+            raise
+        except Exception as exc:
+            raise _translated(exc) from exc
+        return [
+            _translated(r) if isinstance(r, Exception) and not isinstance(r, RedisError) else r
+            for r in results
+        ]
+
+
+class _ClusterClient(RedisCluster):
+    """RedisCluster whose every failure is a RedisError, as with one server.
+
+    While the topology changes (a failover) redis-py 8.1's cluster client can also raise
+    RedisClusterException (a slot not covered) and, from races in its connection handling,
+    AttributeError or TypeError (seen: a connection disconnected by
+    ``disconnect_free_connections`` while another task connects it). peakdesk's loops
+    (worker, outbox) retry on RedisError; anything else would end them, silently.
+    """
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisError:
+            raise
+        except Exception as exc:
+            raise _translated(exc) from exc
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisError:
+            raise
+        except Exception as exc:
+            raise _translated(exc) from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            raise ClusterClientError("shard_hint is not supported on a cluster")
+        # redis-py's own pipeline() makes its ClusterPipeline the same way; its stubs leave
+        # an attribute abstract that the base class sets at run time.
+        return _Pipeline(self, transaction)  # type: ignore[abstract]
+
+
+def _connect_cluster(url: str, max_connections: int) -> Redis:
+    client = _ClusterClient.from_url(
+        url,
+        decode_responses=True,
+        # Per node; unlike the standalone blocking pool, a node out of connections raises
+        # MaxConnectionsError instead of waiting.
+        max_connections=max_connections,
+        socket_connect_timeout=2.0,
+        socket_timeout=10.0,  # above the longest XREADGROUP BLOCK, as for one server
+        health_check_interval=15,
+        # redis-py 8 takes only the count from this object (its backoff is not used yet).
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), CLUSTER_RETRIES),
+    )
+    # Every key of peakdesk carries one hash tag, so every command, script and pipeline of
+    # ours names keys of one slot and RedisCluster runs it as Redis would: core is typed
+    # against the Redis command API, which RedisCluster implements for keyed commands.
+    return cast(Redis, client)
+
+
 async def delete_prefix(client: Redis, prefix: str) -> int:
-    """Unlink every key under the hash tag ``{prefix}`` (a test or rehearsal run's); returns
-    how many there were."""
+    """Unlink every key under the hash tags ``{prefix}`` and ``{prefix:<lane>}`` (a test or
+    rehearsal run's); returns how many there were."""
     deleted = 0
-    batch: list[str] = []
-    async for key in client.scan_iter(match="{" + prefix + "}*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
+    for match in ("{" + prefix + "}*", "{" + prefix + ":*"):
+        batch: list[str] = []
+        async for key in client.scan_iter(match=match, count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += int(await client.unlink(*batch))  # the cluster client splits by slot
+                batch = []
+        if batch:
             deleted += int(await client.unlink(*batch))
-            batch = []
-    if batch:
-        deleted += int(await client.unlink(*batch))
     return deleted

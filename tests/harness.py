@@ -47,6 +47,7 @@ def make_settings(keys: Keys, **overrides: Any) -> Settings:
         "holysheep_backoff_base_s": 0.01,
         "webhook_secret": WEBHOOK_SECRET,
         "peakdesk_redis_prefix": keys.prefix,
+        "peakdesk_shards": keys.shards,
         "peakdesk_claim_idle_s": 2.0,
         # One answer per message unless a test merges bursts: most tests count replies.
         "peakdesk_burst_window_s": 0,
@@ -133,8 +134,12 @@ def message(
 
 
 async def outbox(redis: Redis, keys: Keys) -> list[Reply]:
-    entries: Any = await redis.xrange(keys.outbox)
-    return [Reply.from_json(f["r"]) for _, f in entries if "r" in f]
+    """The replies in the outbox (of every lane)."""
+    replies: list[Reply] = []
+    for lane in keys.lanes:
+        entries: Any = await redis.xrange(lane.outbox)
+        replies += [Reply.from_json(f["r"]) for _, f in entries if "r" in f]
+    return replies
 
 
 async def run_workers(workers: list[Worker], done: Any, timeout: float = 15.0) -> None:

@@ -20,11 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import traceback
+from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.blocks import (
@@ -36,6 +43,7 @@ from adapters.slack.blocks import (
     to_plain,
 )
 from core.aio import read_limited
+from core.errors import StoreUnavailable
 from core.handover import HandoverDesk, Operation, staff_reply_id
 from core.ledger import Ledger
 from core.metrics import Metrics
@@ -67,6 +75,23 @@ USAGE: Final = (
 )
 
 
+# What Bolt raises on a payload whose fields have other types than Slack's.
+_SHAPE_ERRORS: Final = (ValueError, TypeError, AttributeError, LookupError, RecursionError)
+
+
+def _where(error: BaseException) -> str:
+    """``TypeError at builtins.py:319``: the cause for an operator, and no payload data (an
+    exception's message can quote the body)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {PurePath(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return type(error).__name__ + place
+
+
+def _is_ssl_check(body: str) -> bool:
+    """Slack's certificate check of a slash command URL (``ssl_check=1``, form-encoded)."""
+    return dict(parse_qsl(body)).get("ssl_check") == "1"
+
+
 class SlackApp:
     """Bolt listeners over the hand-over desk (see the module docstring)."""
 
@@ -96,6 +121,8 @@ class SlackApp:
             process_before_response=True,  # ack once the durable part is done
             logger=logging.getLogger("peakdesk.slack.bolt"),
         )
+        self._verifier = SignatureVerifier(signing_secret)
+        self.bolt.error(self._on_error)
         self.bolt.event("message")(self._on_message)
         self.bolt.action(re.compile(f"^({'|'.join(_ACTIONS)})$"))(self._on_button)
         self.bolt.command("/peakdesk")(self._on_command)
@@ -110,26 +137,41 @@ class SlackApp:
     async def handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
-        raw = await read_limited(request.content, MAX_BODY_BYTES)
+        try:
+            raw = await read_limited(request.content, MAX_BODY_BYTES)
+        except (ValueError, ConnectionError) as exc:  # a broken gzip, a client gone...
+            return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
         if raw is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
         try:
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             return self._reject("invalid", 400, "body is not UTF-8")
-        bolt_request = AsyncBoltRequest(
-            body=body,
-            query=request.query_string,
-            headers={k: list(request.headers.getall(k)) for k in request.headers},
-        )
+        # Checked here as well as by Bolt, which parses the body first and raises (a 500) on
+        # a timestamp that is no number or a signature that is not ASCII. Bolt answers
+        # ssl_check requests without a signature: they pass.
+        if not (self._signed(body, request.headers) or _is_ssl_check(body)):
+            return self._reject("unauthorized", 401, "missing, stale or wrong Slack signature")
         try:
+            bolt_request = AsyncBoltRequest(
+                body=body,
+                query=request.query_string,
+                headers={k: list(request.headers.getall(k)) for k in request.headers},
+            )
             async with asyncio.timeout(ACK_BUDGET_S):
                 response = await self.bolt.async_dispatch(bolt_request)
         except TimeoutError:
             log.warning("slack request on %s not handled within %ss", request.path, ACK_BUDGET_S)
             return self._reject("timeout", 503, "not handled in time, retry", retry=True)
+        except _SHAPE_ERRORS as exc:
+            # Bolt reads team ids, events and actions out of the body without checking their
+            # types, in the request and where it catches nothing (building its error
+            # handler's arguments): a signed body that is no Slack payload.
+            return self._refuse_shape(exc)
         if response.status >= 500:  # a listener failed (the store, say): Slack retries
             return self._reject("unavailable", 503, "temporarily unavailable, retry", retry=True)
+        if response.status == 400:  # see _on_error: a retry cannot help
+            return self._reject("invalid", 400, "not a Slack payload this app handles")
         if response.status == 404 and request.path == "/slack/events":
             return web.Response(status=200)  # an event we do not act on: nothing to retry
         if response.status in (401, 404):
@@ -141,6 +183,32 @@ class SlackApp:
             body=response.body.encode(),
             content_type="application/json" if response.body.startswith("{") else "text/plain",
         )
+
+    def _signed(self, body: str, headers: Mapping[str, str]) -> bool:
+        """Whether Slack signed ``body`` with our secret within the last 5 minutes."""
+        try:
+            return self._verifier.is_valid(
+                body=body,
+                timestamp=headers.get("X-Slack-Request-Timestamp"),
+                signature=headers.get("X-Slack-Signature"),
+            )
+        except (ValueError, TypeError):  # a timestamp that is no number, a non-ASCII signature
+            return False
+
+    async def _on_error(self, error: Exception) -> BoltResponse:
+        """A listener or a step of Bolt's raised. The store (or the network) failing is a 500
+        (answered 503: Slack retries); anything else comes from a signed payload of a shape
+        no retry will change (Bolt reads ``event``, ``actions``... without checking their
+        types): 400, logged with its type and place but not its message (payload data)."""
+        if isinstance(error, RedisError | StoreUnavailable | OSError):
+            log.warning("slack request failed: store error %s", type(error).__name__)
+            return BoltResponse(status=500, body="")
+        log.warning("slack request refused: %s", _where(error))
+        return BoltResponse(status=400, body="")
+
+    def _refuse_shape(self, error: Exception) -> web.Response:
+        log.warning("slack request refused: %s", _where(error))
+        return self._reject("invalid", 400, "not a Slack payload this app handles")
 
     def _reject(
         self, reason: str, status: int, message: str, *, retry: bool = False
@@ -174,7 +242,8 @@ class SlackApp:
 
     async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         op = _ACTIONS[action["action_id"]]
-        user = str(body.get("user", {}).get("id", ""))
+        user = body.get("user")
+        user = str(user.get("id", "")) if isinstance(user, dict) else ""
         change = await self.desk.change(str(action.get("value", "")), op, user)
         self.metrics.channel_events.labels(CHANNEL, f"{op}_{change.outcome}").inc()
         await ack()

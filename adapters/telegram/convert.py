@@ -47,6 +47,12 @@ NON_TEXT_CONTENT: Final = frozenset(
     }
 )
 MAX_LOCALE_LENGTH: Final = 35
+# Telegram's own limit for a text or caption (it counts UTF-16 units, so never fewer
+# characters): anything longer is no Telegram update, and would be unbounded LLM input.
+MAX_TEXT_LENGTH: Final = 4096
+# JSON can escape a lone surrogate ("\ud800"), which no UTF-8 store can hold; Telegram never
+# sends one (json.loads has already joined the real surrogate pairs).
+_LONE_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 
 
 class InvalidUpdate(ValueError):
@@ -131,6 +137,10 @@ def classify_update(update: Mapping[str, Any], bot: BotIdentity) -> Decision:
         if in_group and not replies_to_bot(message, bot):
             return Ignore("not_addressed")
         return AnswerNonText(to_inbound(message, chat_id, message_id, sender, "", bot))
+    if len(text) > MAX_TEXT_LENGTH:
+        raise InvalidUpdate(f"message: text over {MAX_TEXT_LENGTH} characters")
+    if _LONE_SURROGATE.search(text):
+        raise InvalidUpdate("message: text is not Unicode text (a lone surrogate)")
     if not isinstance(entities, list):
         entities = ()
 
@@ -183,7 +193,9 @@ def to_inbound(
         conversation_id=chat,
         text=text,
         metadata=MessageMetadata(
-            locale=locale[:MAX_LOCALE_LENGTH] if isinstance(locale, str) and locale else None
+            locale=locale[:MAX_LOCALE_LENGTH]
+            if isinstance(locale, str) and locale and not _LONE_SURROGATE.search(locale)
+            else None
         ),
         reply_to=reply_to,
     )

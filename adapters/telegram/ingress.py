@@ -40,7 +40,7 @@ from core.handover import HandoverDesk, handover_notice
 from core.metrics import Metrics
 from core.models import InboundMessage, ReplySource
 from core.priority import PriorityDetector
-from core.queue import PriorityQueue, new_ticket_id
+from core.queue import PriorityQueue
 from core.state import ConversationState
 
 log = logging.getLogger("peakdesk.telegram")
@@ -101,12 +101,15 @@ class TelegramIngress:
                 given.encode("utf-8", "surrogateescape"), self._secret
             ):
                 return self._reject("unauthorized", 401, f"missing or wrong {SECRET_HEADER}")
-        body = await read_limited(request.content, MAX_BODY_BYTES)
+        try:
+            body = await read_limited(request.content, MAX_BODY_BYTES)
+        except (ValueError, ConnectionError) as exc:
+            return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
         if body is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
         try:
             update = json.loads(body)
-        except ValueError:  # also UnicodeDecodeError
+        except (ValueError, RecursionError):  # also UnicodeDecodeError; nested too deep
             return self._reject("invalid", 400, "body must be a JSON object")
         if not isinstance(update, dict):
             return self._reject("invalid", 400, "body must be a JSON object")
@@ -166,10 +169,10 @@ class TelegramIngress:
     async def _run_command(self, command: str, message: InboundMessage) -> None:
         priority = 1 if command == "human" else 2
         text = template(command, message.metadata.locale)
-        ticket_id = new_ticket_id()
+        ticket_id = self.queue.new_ticket(message)
         if command in ("human", "forget"):
             try:
-                if await self.queue.redis.exists(self.queue.keys.seen(message.dedupe_key)):
+                if await self.queue.redis.exists(self.queue.seen_key(message)):
                     self._duplicates.inc()
                     return
                 if command == "forget":

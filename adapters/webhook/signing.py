@@ -44,5 +44,7 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
         raise SignatureError(f"{TIMESTAMP_HEADER} is not unix seconds") from None
     if abs((time.time() if now is None else now) - sent_at) > TOLERANCE_S:
         raise SignatureError(f"{TIMESTAMP_HEADER} is more than {TOLERANCE_S} s away")
-    if not hmac.compare_digest(given.encode(), signature(secret, timestamp, body).encode()):
+    # A header that is not UTF-8 arrives with surrogate escapes: compare its raw bytes.
+    given_raw = given.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given_raw, signature(secret, timestamp, body).encode()):
         raise SignatureError("signature does not match")

@@ -36,14 +36,17 @@ class WeChatCryptoError(Exception):
 
 def signature(token: str, timestamp: str, nonce: str, *extra: str) -> str:
     """SHA-1 hex of the sorted, concatenated parts (``extra``: the ``Encrypt`` field)."""
-    return hashlib.sha1("".join(sorted((token, timestamp, nonce, *extra))).encode()).hexdigest()  # noqa: S324 - WeChat's algorithm
+    # surrogatepass: a query parameter can decode to a lone surrogate (never a valid one).
+    joined = "".join(sorted((token, timestamp, nonce, *extra))).encode("utf-8", "surrogatepass")
+    return hashlib.sha1(joined).hexdigest()  # noqa: S324 - WeChat's algorithm
 
 
 def verify(expected: str | None, token: str, timestamp: str, nonce: str, *extra: str) -> None:
     """Raise WeChatSignatureError unless ``expected`` is the signature of the parts."""
     if not expected or not timestamp or not nonce:
         raise WeChatSignatureError("signature, timestamp and nonce are required")
-    if not hmac.compare_digest(expected, signature(token, timestamp, nonce, *extra)):
+    given = expected.encode("utf-8", "surrogatepass")  # compare_digest takes ASCII str only
+    if not hmac.compare_digest(given, signature(token, timestamp, nonce, *extra).encode()):
         raise WeChatSignatureError("signature does not match")
 
 
@@ -66,7 +69,7 @@ class SafeMode:
         verify(msg_signature, self.token, timestamp, nonce, encrypted)
         try:
             data = base64.b64decode(encrypted, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or characters that are not ASCII
             raise WeChatCryptoError("Encrypt is not base64") from exc
         if not data or len(data) % 16:
             raise WeChatCryptoError("Encrypt is not whole AES blocks")

@@ -41,6 +41,8 @@ log = logging.getLogger("peakdesk.wechat")
 
 CHANNEL: Final = "wechat"
 MAX_TEXT: Final = 4000
+# OpenIDs have 28 characters, account ids 15, MsgIds 20 digits: they become store keys.
+MAX_ID_LENGTH: Final = 128
 GREETING: Final = "您好，欢迎关注！有任何订单、物流、退款问题，直接发消息给我们即可。"
 TEXT_ONLY: Final = "抱歉，目前我们只能处理文字消息，请用文字描述您的问题。"
 
@@ -118,7 +120,10 @@ class WeChatIngress:
             return self._reject("unauthorized", 401, str(exc))
         if request.content_length is not None and request.content_length > MAX_XML_BYTES:
             return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
-        body = await read_limited(request.content, MAX_XML_BYTES)
+        try:
+            body = await read_limited(request.content, MAX_XML_BYTES)
+        except (ValueError, ConnectionError) as exc:  # a broken gzip, a client gone...
+            return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
         if body is None:
             return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
         encrypted = query.get("encrypt_type") == "aes"
@@ -139,6 +144,10 @@ class WeChatIngress:
         openid, account = fields.get("FromUserName", ""), fields.get("ToUserName", "")
         if not openid or not account:
             return self._reject("invalid", 400, "FromUserName and ToUserName are required")
+        if max(len(openid), len(account), len(fields.get("MsgId", ""))) > MAX_ID_LENGTH:
+            return self._reject(
+                "invalid", 400, f"FromUserName, ToUserName, MsgId: over {MAX_ID_LENGTH} characters"
+            )
 
         kind = fields.get("MsgType", "")
         if kind == "event":

@@ -27,7 +27,8 @@ def parse(body: bytes) -> dict[str, str]:
         raise WeChatXmlError(f"body over {MAX_XML_BYTES} bytes")
     try:
         root = SafeET.fromstring(body, forbid_dtd=True)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as exc:
+        # LookupError: an encoding declaration Python has no codec for.
         raise WeChatXmlError(f"not well-formed XML: {type(exc).__name__}") from exc
     if root.tag != "xml":
         raise WeChatXmlError("the root element must be <xml>")

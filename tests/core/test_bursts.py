@@ -209,3 +209,16 @@ async def test_in_a_group_chat_each_member_gets_an_answer_of_their_own(
     assert replies["alice"].answered_ids == ["m0", "m2"]
     assert replies["bob"].answered_ids == ["m1"]
     assert "bob" not in replies["alice"].text and "alice" not in replies["bob"].text
+
+
+async def test_turns_are_renewed_on_a_redis_that_lost_its_scripts(redis: Redis, keys: Keys) -> None:
+    queue = PriorityQueue(redis, keys, merge_bursts=True)
+    await queue.ensure_groups()
+    await queue.admit(said(1, "hello"), 2)
+    [entry] = await queue.read("c", 1)
+    assert await queue.begin_turn(entry, "ours", lock_ttl_ms=300) is not None
+    await redis.script_flush()  # a Redis restarted without persistence, a promoted replica
+    conversation = entry.message.conversation_key
+    missed = await queue.renew_turns([(conversation, "ours"), (conversation, "lapsed")], 5000)
+    assert missed == ["lapsed"]
+    assert await redis.pttl(keys.turn_lock(conversation)) > 1000

@@ -112,3 +112,25 @@ def test_configured_handler_writes_ids_and_redacts_every_line(fmt: str) -> None:
     else:
         assert f"[ticket=T42 conversation={ref}]" in written.splitlines()[0]
         assert "Traceback" in written and "ValueError" in written
+
+
+def test_aiohttp_parse_errors_become_one_line_without_the_raw_bytes() -> None:
+    out = io.StringIO()
+    saved = logging.getLogger().handlers[:]
+    server = logging.getLogger("aiohttp.server")
+    server.propagate = False  # the suite's scan sees raw records: this one quotes a body
+    handler = configure_logging("json", "INFO", stream=out)
+    server.addHandler(handler)
+    try:
+        try:
+            raise ValueError('Data after `Connection: close`: b\'{"text": "my secret order"}\'')
+        except ValueError:
+            server.exception("Error handling request")
+    finally:
+        server.removeHandler(handler)
+        server.propagate = True
+        logging.getLogger().handlers[:] = saved
+    [line] = out.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "WARNING" and "exc" not in entry
+    assert entry["msg"] == "malformed request refused (ValueError)"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -38,7 +40,13 @@ def reply_for(n: int) -> Reply:
 
 
 async def deliver(
-    redis: Redis, keys: Keys, sender: RecordingSender, *, until: int, claim_idle_s: float = 30.0
+    redis: Redis,
+    keys: Keys,
+    sender: RecordingSender,
+    *,
+    until: int,
+    claim_idle_s: float = 30.0,
+    **options: Any,
 ) -> None:
     outbox = Outbox(
         redis,
@@ -48,6 +56,7 @@ async def deliver(
         metrics=Metrics(),
         backoff_base_s=0.01,
         claim_idle_s=claim_idle_s,
+        **options,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(outbox.run(stop))
@@ -109,3 +118,78 @@ async def test_a_refused_reply_is_kept_aside_not_retried(redis: Redis, keys: Key
     assert dead is not None and len(dead) == 1
     fields = dead[0][1]
     assert fields is not None and Reply.from_json(fields["r"]).ticket_id == "T1"
+
+
+async def test_a_channel_down_longer_than_the_attempts_gets_the_reply_once_back(
+    redis: Redis, keys: Keys
+) -> None:
+    # Found by tests/faults: Telegram answering 5xx for longer than the backoff ladder of
+    # WEBHOOK_CALLBACK_MAX_ATTEMPTS put the replies in the undelivered ones for good.
+    await ensure_group(redis, keys.outbox)
+    await redis.xadd(keys.outbox, {"r": reply_for(1).to_json()})
+    sender = RecordingSender(*[DeliveryError("telegram unavailable: 502")] * 6)
+    await deliver(redis, keys, sender, until=0, max_attempts=2, backoff_cap_s=0.02)
+    assert sender.attempts == 7 and [r.text for _, r in sender.sent] == ["answer 1"]
+    assert await redis.xlen(keys.dead_deliveries) == 0
+
+
+async def test_a_channel_down_past_the_retry_time_gets_the_reply_set_aside(
+    redis: Redis, keys: Keys
+) -> None:
+    await ensure_group(redis, keys.outbox)
+    await redis.xadd(keys.outbox, {"r": reply_for(1).to_json()})
+    sender = RecordingSender(*[DeliveryError("gateway answered 503")] * 10_000)
+    await deliver(redis, keys, sender, until=0, max_attempts=2, retry_for_s=0.3, backoff_cap_s=0.02)
+    assert sender.attempts >= 2 and sender.sent == []
+    assert await redis.xlen(keys.dead_deliveries) == 1
+
+
+class DownChannel(RecordingSender):
+    """A channel answering 5xx until ``up`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = asyncio.Event()
+
+    async def send(self, reply: Reply) -> None:
+        self.attempts += 1
+        if not self.up.is_set():
+            raise DeliveryError("telegram unavailable: 502")
+        self.sent.append((time.monotonic(), reply))
+
+
+async def test_a_channel_that_is_down_does_not_hold_back_the_others(
+    redis: Redis, keys: Keys
+) -> None:
+    # Found by tests/faults: Telegram's retries held every slot, the callbacks waited.
+    await ensure_group(redis, keys.outbox)
+    for n in range(1, 5):
+        reply = dataclasses.replace(reply_for(n), channel="telegram")
+        await redis.xadd(keys.outbox, {"r": reply.to_json()})
+    await redis.xadd(keys.outbox, {"r": reply_for(9).to_json()})
+    telegram, webhook = DownChannel(), RecordingSender()
+    outbox = Outbox(
+        redis,
+        keys,
+        {"webhook": webhook, "telegram": telegram},
+        consumer="c1",
+        metrics=Metrics(),
+        concurrency=2,
+        backoff_base_s=0.2,
+        backoff_cap_s=0.2,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop))
+    try:
+        async with asyncio.timeout(5):
+            while not webhook.sent:  # noqa: ASYNC110 - another task's progress
+                await asyncio.sleep(0.02)
+        assert telegram.sent == []
+        telegram.up.set()
+        async with asyncio.timeout(5):
+            while await redis.xlen(keys.outbox) > 0:  # noqa: ASYNC110 - a Redis read
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    assert sorted(r.ticket_id for _, r in telegram.sent) == ["T1", "T2", "T3", "T4"]

@@ -263,3 +263,31 @@ async def test_a_message_waiting_for_anothers_shared_answer_lends_its_slot(
     # Two slots: the second asker of the shared question waits without holding one, so the
     # third message's call runs beside the first one instead of after it.
     assert fake_llm.calls == 2 and calls.peak == 2
+
+
+async def test_a_dead_workers_message_goes_before_the_backlog(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    # Found by tests/faults: under a backlog every freed slot went to the next read, so the
+    # messages of a killed worker waited until the backlog was gone.
+    fake_llm.latency = 0.3
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    await queue.admit(inbound(0), 2)
+    [_] = await queue.read("killed-worker", 1)
+    await asyncio.sleep(0.35)  # idle past the claim time when the worker looks
+    for n in range(1, 6):
+        await queue.admit(inbound(n), 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), max_concurrent=1, claim_idle_s=0.3, block_ms=50)
+
+    async def all_answered() -> bool:
+        return int(await redis.xlen(keys.outbox)) == 6
+
+    try:
+        await run_workers([worker], all_answered, timeout=10)
+    finally:
+        await llm.aclose()
+    asked = [r.json["messages"][-1]["content"] for r in fake_llm.requests]
+    assert asked.index("question 0") <= 1  # taken over at the first slot after the claim time

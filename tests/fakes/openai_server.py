@@ -12,6 +12,7 @@ consumed in order), then with the default behaviour: 200 and ``"Echo: <last user
         fake.script(body=b"not json")                # malformed 200
         fake.script(status=429, error_code="insufficient_quota")
         fake.script(disconnect=True)                 # drops the connection, no response
+        fake.down(status=503)                        # every request fails until fake.up()
         client = HolySheepClient(api_key="sk-test", base_url=fake.base_url)
         ...
         assert fake.calls == 6 and fake.requests[0].json["model"] == "deepseek-v3.2"
@@ -134,6 +135,7 @@ class FakeOpenAI:
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
         self._script: deque[ScriptedResponse] = deque()
+        self._down: ScriptedResponse | None = None
         self._closing = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
@@ -210,6 +212,17 @@ class FakeOpenAI:
         )
         self._script.extend(response for _ in range(times))
 
+    def down(
+        self, *, status: int = 503, disconnect: bool = False, error_code: str | None = None
+    ) -> None:
+        """An outage: every request is answered with ``status`` (or its connection dropped)
+        until :meth:`up`, before the script and the default answer."""
+        self._down = ScriptedResponse(status=status, disconnect=disconnect, error_code=error_code)
+
+    def up(self) -> None:
+        """The outage is over: the script and the default answer again."""
+        self._down = None
+
     @property
     def scripted_left(self) -> int:
         return len(self._script)
@@ -238,7 +251,7 @@ class FakeOpenAI:
                 at=time.monotonic(),
             )
         )
-        scripted = self._script.popleft() if self._script else None
+        scripted = self._down or (self._script.popleft() if self._script else None)
         if scripted is None:
             return await self._default_answer(request, payload)
         await self._pause(scripted.delay)

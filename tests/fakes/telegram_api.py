@@ -12,6 +12,7 @@ Every call is recorded with its parameters. ``getUpdates`` serves the pushed upd
         api.fail("sendMessage", 429, retry_after=1)      # next sendMessage: flood control
         api.fail("sendMessage", 403)                     # then: the user blocked the bot
         api.fail("sendMessage", 500, times=2, delay=0.5)
+        api.down("sendMessage", 502)                     # every sendMessage fails until up()
         await api.push_updates(api.updates.text(chat_id=42, text="hi"))
         ...
         [sent] = await api.wait_for("sendMessage", 1)
@@ -221,6 +222,7 @@ class FakeTelegramAPI(LoopbackServer):
         self.polls_waiting = 0  # getUpdates calls waiting for updates right now
         self._pending: list[dict[str, Any]] = []
         self._failures: dict[str, deque[Failure | None]] = defaultdict(deque)
+        self._down: dict[str, Failure] = {}
         self._changed = asyncio.Condition()
         self._next_message_id = 10_000
         app = web.Application()
@@ -254,6 +256,15 @@ class FakeTelegramAPI(LoopbackServer):
             status, text.format(retry_after=retry_after), retry_after, migrate_to_chat_id, delay
         )
         self._failures[method.lower()].extend([None] * skip + [failure] * times)
+
+    def down(self, method: str, status: int = 500, *, description: str | None = None) -> None:
+        """An outage of ``method``: every call fails with ``status`` until :meth:`up`."""
+        text = description or DESCRIPTIONS.get(status, f"Error {status}")
+        self._down[method.lower()] = Failure(status, text)
+
+    def up(self, method: str) -> None:
+        """The outage of ``method`` is over."""
+        self._down.pop(method.lower(), None)
 
     async def push_updates(self, *updates: dict[str, Any]) -> None:
         """Make updates available to getUpdates (in order)."""
@@ -299,7 +310,7 @@ class FakeTelegramAPI(LoopbackServer):
         if token != self.token:
             return _error(Failure(401, DESCRIPTIONS[401]))
         queued = self._failures.get(method.lower())
-        failure = queued.popleft() if queued else None
+        failure = self._down.get(method.lower()) or (queued.popleft() if queued else None)
         if failure is not None:
             if failure.delay:
                 await asyncio.sleep(failure.delay)

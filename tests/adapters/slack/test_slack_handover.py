@@ -12,11 +12,13 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from adapters.slack.blocks import RESOLVE
 from adapters.telegram.ingress import SECRET_HEADER
 from core.handover import OWNED, RESOLVED, RETURNED
 from core.keys import Keys
@@ -342,6 +344,66 @@ async def test_requests_without_a_valid_signature_are_refused(
     ) as garbage:
         assert garbage.status == 400
     assert slack.calls_to("chat.postMessage") == []
+
+
+async def test_malformed_signatures_and_unsigned_junk_are_401_never_a_5xx(
+    svc: Service, slack: FakeSlackAPI
+) -> None:
+    # Bolt parsed these before checking the signature, and raised on them (500 or 503).
+    now = str(int(time.time()))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for signature in (
+        {"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"},
+        {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": "v0=\u00e9"},
+    ):
+        headers = {**form, **signature}
+        async with svc.client.post(
+            svc.url("/slack/commands"), data=command_body("stats").encode(), headers=headers
+        ) as response:
+            assert response.status == 401 and (await response.json())["error"]
+    for junk in (b"{", b"[1]", b'{"enterprise": 5}', b"payload=%5B1%5D"):
+        async with svc.client.post(svc.url("/slack/events"), data=junk) as response:
+            assert response.status == 401 and (await response.json())["error"]
+    # Slack's certificate check stays answered without a signature, as Bolt does.
+    async with svc.client.post(
+        svc.url("/slack/commands"), data=b"ssl_check=1&token=x", headers=form
+    ) as response:
+        assert response.status == 200
+    assert slack.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/slack/events", "{"),
+        ("/slack/events", '{"type": "event_callback", "event": null}'),
+        ("/slack/events", '{"type": "event_callback", "event": {"type": "message"}, "team": 5}'),
+        ("/slack/commands", urlencode({"payload": "[1]"})),
+        ("/slack/interactivity", urlencode({"payload": '{"type": "block_actions", "actions": 1}'})),
+    ],
+)
+async def test_signed_bodies_that_are_no_slack_payload_are_400_without_a_retry(
+    svc: Service, path: str, body: str
+) -> None:
+    status, text = await to_slack_app(svc, path, body)
+    assert status == 400 and json.loads(text)["error"]
+
+
+async def test_a_body_whose_content_encoding_does_not_decode_is_400(svc: Service) -> None:
+    body = event_body(thread_message("hello", "1700000000.000100"), "Ev1")
+    status, text = await to_slack_app(
+        svc, "/slack/events", body, headers={"Content-Encoding": "gzip"}
+    )  # not gzip: aiohttp's ContentEncodingError was a 500
+    assert status == 400 and "cannot read body" in json.loads(text)["error"]
+
+
+async def test_a_button_click_with_a_user_of_another_shape_still_acts(svc: Service) -> None:
+    payload = json.loads(parse_qs(action_body(RESOLVE, "T-unknown"))["payload"][0])
+    payload["user"] = STAFF_USER_ID  # an object in Slack's payloads: this raised (a 503)
+    status, _ = await to_slack_app(
+        svc, "/slack/interactivity", urlencode({"payload": json.dumps(payload)})
+    )
+    assert status == 200
 
 
 async def test_a_request_that_cannot_be_stored_in_time_is_answered_503_for_a_retry(

@@ -333,6 +333,45 @@ def test_bodies_that_are_not_updates_are_invalid(body: dict[str, Any]) -> None:
         classify_update(body, BOT)
 
 
+def with_text(text: str, **sender: Any) -> dict[str, Any]:
+    message = PRIVATE_TEXT["message"]
+    return {
+        **PRIVATE_TEXT,
+        "message": {**message, "text": text, "from": {**message["from"], **sender}},
+    }
+
+
+def with_caption(caption: str) -> dict[str, Any]:
+    message = {k: v for k, v in PRIVATE_TEXT["message"].items() if k != "text"}
+    return {**PRIVATE_TEXT, "message": {**message, "photo": [{"file_id": "x"}], "caption": caption}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 4097,  # over Telegram's limit: unbounded input for the LLM
+        "where is \ud800 my order?",  # a lone surrogate escape: no UTF-8 store holds it
+    ],
+)
+def test_texts_telegram_never_sends_are_invalid(text: str) -> None:
+    with pytest.raises(InvalidUpdate, match="text"):
+        classify_update(with_text(text), BOT)
+    with pytest.raises(InvalidUpdate, match="text"):
+        classify_update(with_caption(text), BOT)
+
+
+def test_the_longest_text_and_astral_characters_are_answered() -> None:
+    assert inbound(classify_update(with_text("x" * 4096), BOT)).text == "x" * 4096
+    assert inbound(classify_update(with_text("where is it? \U0001f600"), BOT)).text.endswith(
+        "\U0001f600"
+    )
+
+
+def test_a_locale_that_is_not_unicode_text_is_dropped() -> None:
+    message = inbound(classify_update(with_text("hello", language_code="en\udc80"), BOT))
+    assert message.metadata.locale is None
+
+
 def test_a_bot_without_username_still_sees_replies_and_text_mentions() -> None:
     bot = BotIdentity(5000000001, None)
     assert isinstance(classify_update(GROUP_REPLY_TO_BOT, bot), AskLLM)

@@ -53,6 +53,24 @@ async def test_an_update_that_could_not_be_queued_is_not_confirmed(
     assert all("offset" not in call.params for call in tg_api.calls_to("getUpdates"))
 
 
+async def test_a_polled_text_over_telegrams_limit_is_skipped_not_queued(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, tg_api: FakeTelegramAPI
+) -> None:
+    # getUpdates is the other way in: the converter's limit holds there too (4096
+    # characters, what Telegram allows), and the update after it is still taken.
+    tg_api.max_poll_s = 0.1
+    huge, fine = tg_api.updates.text(42, "x" * 100_000), tg_api.updates.text(43, "hello")
+    async with TelegramStack(
+        redis, keys, fake_llm.base_url, tg_api, workers=False, polling=True
+    ) as tg:
+        await tg_api.push_updates(huge, fine)
+        async with asyncio.timeout(5):
+            while tg.poller.offset != fine["update_id"] + 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        [queued] = await tg.queue.read("c", 10)
+    assert queued.message.text == "hello"
+
+
 async def test_errors_back_off_then_polling_recovers(
     keys: Keys, fake_llm: FakeOpenAI, tg_api: FakeTelegramAPI
 ) -> None:

@@ -3,6 +3,7 @@ deleted on request (the gateway's signed call, or the admin API for any channel)
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from redis.asyncio import Redis
@@ -113,3 +114,22 @@ async def test_admin_forget_deletes_any_channels_conversation(
     assert done == (200, {"status": "forgotten", "deleted": 2})
     assert again == (200, {"status": "forgotten", "deleted": 0})
     assert await stored_keys(redis, keys, wechat) == []
+
+
+async def test_admin_forget_refuses_an_authorization_that_is_not_utf8(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
+) -> None:
+    # Header bytes that are not UTF-8 (0xff) reach the handler as surrogate escapes: the
+    # token comparison encoded them strictly and raised (a 500). Sent raw: HTTP clients
+    # refuse to.
+    settings = wired_settings(keys, fake_llm.base_url, receiver.url, peakdesk_admin_token=ADMIN)
+    async with Service(settings, redis) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.server.port)
+        writer.write(
+            b"POST /admin/forget HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer \xff\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"401"

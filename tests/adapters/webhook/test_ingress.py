@@ -108,6 +108,16 @@ async def test_body_over_64_kib_is_413(
     assert "65536" in body["error"]
 
 
+async def test_a_body_whose_content_encoding_does_not_decode_is_400(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
+) -> None:
+    async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
+        status, body, _ = await svc.post(
+            "gw", b"not gzip at all", headers={"Content-Encoding": "gzip"}
+        )  # aiohttp's ContentEncodingError: once a 500
+    assert status == 400 and "cannot read body" in body["error"]
+
+
 async def test_invalid_json_and_fields_are_400_naming_the_field(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:

@@ -41,6 +41,30 @@ def test_our_signature_is_the_one_wechat_makes() -> None:
         verify(ours, TOKEN, "", "nonce42")
 
 
+@pytest.mark.parametrize(
+    ("given", "nonce"),
+    [
+        ("\u00e9" * 40, "nonce42"),  # not ASCII: hmac.compare_digest raised TypeError
+        ("\udcff" * 40, "nonce42"),  # a query byte that is not UTF-8
+        ("0" * 40, "\ud800"),  # a nonce that decoded to a lone surrogate
+    ],
+    ids=["not-ascii", "not-utf8", "lone-surrogate-nonce"],
+)
+def test_signature_parameters_that_are_no_ascii_are_refused_not_a_crash(
+    given: str, nonce: str
+) -> None:
+    with pytest.raises(WeChatSignatureError):
+        verify(given, TOKEN, "1764201600", nonce)
+
+
+def test_an_encrypt_field_that_is_not_ascii_is_refused_not_a_crash() -> None:
+    encrypted = "\u00e9" * 44  # once a ValueError from base64, not a WeChatCryptoError
+    with pytest.raises(WeChatCryptoError, match="base64"):
+        SafeMode(TOKEN, AES_KEY, APP_ID).decrypt(
+            encrypted, signature(TOKEN, "1", "n", encrypted), "1", "n"
+        )
+
+
 def test_we_decrypt_what_wechat_encrypts_and_refuse_tampering() -> None:
     peer = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
     envelope = parse(peer.encrypt_message(PUSH, "nonce7", "1764201600").encode())
@@ -88,6 +112,8 @@ def test_safe_mode_refuses_a_malformed_key() -> None:
         b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
         b"<xml><Content>&xxe;</Content></xml>",
         b"<xml>" + b"<Content>x</Content>" * 5000 + b"</xml>",  # over 64 KiB
+        # An encoding Python has no codec for (a LookupError, once a 500).
+        b'<?xml version="1.0" encoding="x-no-such-codec"?><xml/>',
     ],
 )
 def test_hostile_or_foreign_xml_is_refused(body: bytes) -> None:

@@ -177,6 +177,9 @@ async def test_other_types_and_events_get_a_short_reply_and_are_not_queued(servi
         (push(content=""), None, 400),
         ("<xml>" + "<a>x</a>" * 10000 + "</xml>", None, 413),
         (push(), {"encrypt_type": "aes", "msg_signature": "0" * 40}, 401),
+        (push(), {"signature": "\u00e9" * 40}, 401),  # not ASCII: once a 500
+        (push(msg_id="9" * 129), None, 400),  # ids become store keys: 128 characters at most
+        (push(FromUserName="o" * 129), None, 400),
     ],
 )
 async def test_bad_pushes_get_a_clear_4xx(
@@ -185,6 +188,18 @@ async def test_bad_pushes_get_a_clear_4xx(
     url, queue, _ = service
     got, text = await post(url, body, {**signed(), **(query or {})})
     assert got == status and "error" in text
+    assert await queue.read("c", 10) == []
+
+
+async def test_a_body_whose_content_encoding_does_not_decode_is_400(service: Any) -> None:
+    url, queue, _ = service
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url, params=signed(), data=push().encode(), headers={"Content-Encoding": "gzip"}
+        ) as response,
+    ):  # not gzip: aiohttp's ContentEncodingError was a 500
+        assert response.status == 400 and "cannot read body" in (await response.json())["error"]
     assert await queue.read("c", 10) == []
 
 
