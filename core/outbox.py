@@ -167,8 +167,12 @@ class Outbox:
                 for stream, entries in await self._read(free):
                     for entry_id, fields in entries:
                         self._start(text_of(stream), text_of(entry_id), fields)
-            except RedisError as exc:
-                log.warning("outbox read failed (%s); retrying", type(exc).__name__)
+            except Exception as exc:  # Redis, or a bug: the loop must live on, and say so
+                log.warning(
+                    "outbox read failed (%s); retrying",
+                    type(exc).__name__,
+                    exc_info=not isinstance(exc, RedisError),
+                )
                 if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
                     with contextlib.suppress(RedisError):
                         for lane in self.keys.lanes:

@@ -530,13 +530,14 @@ class PriorityQueue:
         """Reset the idle time of entries still being worked on, so nobody claims them."""
         by_stream: dict[str, list[Any]] = {}
         for entry in entries:
-            by_stream.setdefault(self._stream_of(entry), []).append(entry.entry_id)
+            by_stream.setdefault(self.stream_of(entry), []).append(entry.entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, ids in by_stream.items():
                 pipe.xclaim(stream, GROUP, consumer, 0, ids, justid=True)
             await pipe.execute()
 
-    def _stream_of(self, entry: QueuedMessage) -> str:
+    def stream_of(self, entry: QueuedMessage) -> str:
+        """The stream (of its lane and priority) an entry was read from."""
         return self.keys.for_conversation(entry.message.conversation_key).stream(entry.priority)
 
     async def claim_stale(

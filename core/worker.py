@@ -108,7 +108,8 @@ class Worker:
         self._turns: dict[str, str] = {}  # turn lock token -> conversation, while answering
         # Keyed by (priority, entry id): each priority stream numbers its entries on its own,
         # so the same id can stand in two streams at once.
-        self._in_flight: dict[tuple[int, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
+        # By (stream, entry id): entry ids are unique per stream only (lanes have their own).
+        self._in_flight: dict[tuple[str, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
         self._waiting = 0  # entries held back behind an earlier message of their conversation
         self._claim_due = False  # time to look for dead workers' entries (set by _maintain)
@@ -142,9 +143,13 @@ class Worker:
             try:
                 entries = await self._next_entries(free)
                 failures = 0
-            except RedisError as exc:
+            except Exception as exc:  # Redis, or a bug: the loop must live on, and say so
                 failures += 1
-                log.warning("queue read failed (%s); retrying", type(exc).__name__)
+                log.warning(
+                    "queue read failed (%s); retrying",
+                    type(exc).__name__,
+                    exc_info=not isinstance(exc, RedisError),
+                )
                 if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
                     with contextlib.suppress(StoreUnavailable):
                         await self.queue.ensure_groups()
@@ -200,11 +205,15 @@ class Worker:
                     # Turns that ended meanwhile are gone from _turns; the rest lapsed.
                     if lapsed := sum(token in self._turns for token in missed):
                         log.warning("%d conversation turns lapsed (slow Redis or a stall)", lapsed)
-            except RedisError as exc:
-                log.warning("queue maintenance failed (%s)", type(exc).__name__)
+            except Exception as exc:  # Redis, or a bug: heartbeats must go on
+                log.warning(
+                    "queue maintenance failed (%s)",
+                    type(exc).__name__,
+                    exc_info=not isinstance(exc, RedisError),
+                )
 
     def _start(self, entry: QueuedMessage) -> None:
-        key = (entry.priority, entry.entry_id)
+        key = (self.queue.stream_of(entry), entry.entry_id)
         if key in self._in_flight:
             return
         # Messages of one conversation are answered in the order they were read, so their

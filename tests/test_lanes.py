@@ -5,14 +5,18 @@ order within its conversation, with the figures added up over the lanes."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
+from typing import Any
 
+import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from core.keys import Keys
+from core.queue import PriorityQueue
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import Service, message, wired_settings
+from tests.harness import Service, answer_all, inbound, message, wired_settings
 
 SHARDS = 4
 USERS = 16
@@ -80,3 +84,48 @@ def _answered(receiver: CallbackReceiver) -> list[str]:
         if callback["source"] == "llm"
         for mid in callback["message_ids"]
     ]
+
+
+async def test_entries_with_the_same_id_in_two_lanes_are_both_answered_at_once(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    # Stream entry ids are unique per stream only: two lanes can hand out the same id.
+    lanes = Keys(keys.prefix, shards=2)
+    queue = PriorityQueue(redis, lanes)
+    await queue.ensure_groups()
+    first = inbound(1)
+    second = next(
+        m
+        for m in (inbound(n) for n in range(2, 50))
+        if lanes.for_conversation(m.conversation_key)
+        != lanes.for_conversation(first.conversation_key)
+    )
+    for queued in (first, second):
+        lane = lanes.for_conversation(queued.conversation_key)
+        ticket = queue.new_ticket(queued)
+        fields = {"t": ticket, "m": queued.to_json(), "e": repr(time.time()), "w": "0"}
+        await redis.xadd(lane.stream(2), fields, id="1-1")  # type: ignore[arg-type]
+    started = time.monotonic()
+    # claim_idle_s 30: an entry the worker skipped would wait that long to be taken over.
+    replies = await answer_all(queue, redis, lanes, fake_llm, replies=2, claim_idle_s=30.0)
+    assert sorted(r.message_id for r in replies) == sorted([first.message_id, second.message_id])
+    assert time.monotonic() - started < 10
+
+
+async def test_the_read_loop_lives_on_after_an_unexpected_error(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    await queue.admit(inbound(1), 2)
+    real_read = queue.read
+    failures = [KeyError("a bug")]
+
+    async def read_once_failing(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "read", read_once_failing)
+    [reply] = await answer_all(queue, redis, keys, fake_llm, replies=1)
+    assert reply.message_id == "m1" and not failures
