@@ -189,6 +189,7 @@ class Runtime:
             consumer=consumer_name("outbox"),
             metrics=self.metrics,
             max_attempts=s.webhook_callback_max_attempts,
+            retry_for_s=s.peakdesk_delivery_retry_s,
             claim_idle_s=s.peakdesk_claim_idle_s,
         )
         self.ingress = WebhookIngress(

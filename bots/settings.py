@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     webhook_callback_url: str | None = Field(None, pattern=r"^https?://\S+$")
     webhook_callback_timeout_s: float = Field(10.0, gt=0)
     webhook_callback_max_attempts: int = Field(8, ge=1, le=50)
+    # A reply whose channel stays unavailable is retried for at least this long (and at least
+    # WEBHOOK_CALLBACK_MAX_ATTEMPTS times) before it is set aside
+    peakdesk_delivery_retry_s: float = Field(900.0, ge=0, le=7 * 24 * 3600)
 
     # Telegram channel (on when TELEGRAM_BOT_TOKEN is set)
     telegram_bot_token: SecretStr | None = None  # "<bot id>:<secret>" from BotFather

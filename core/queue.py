@@ -42,6 +42,7 @@ from core.store import lua_script
 log = logging.getLogger("peakdesk.queue")
 
 GROUP = "workers"
+LOG_EVERY_S: Final = 5.0  # at most one line this often about failed admissions
 
 
 # Ticket ids: unix seconds, then this process's random tag and a counter (65,536 a second per
@@ -228,6 +229,8 @@ class PriorityQueue:
         self._direct_script = redis.register_script(lua_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
         self._next_lane = 0
+        self._claim_cursor: dict[str, str] = {}  # per stream: where the next claim scan starts
+        self._failed, self._failure_logged_at = 0, -LOG_EVERY_S
         self._flushers = 0
         self.batches_in_flight = 2
 
@@ -280,8 +283,7 @@ class PriorityQueue:
                     # Redis down, a cluster slot not covered (RedisClusterException is no
                     # RedisError), or a bug: whatever it is, every message of the batch hears
                     # back (503: not stored) instead of waiting forever on its future.
-                    level = logging.WARNING if isinstance(exc, RedisError) else logging.ERROR
-                    log.log(level, "admission failed: %s", type(exc).__name__)
+                    self._log_failure(exc, len(batch))
                     for *_, future in batch:
                         if not future.done():
                             future.set_exception(StoreUnavailable("queue store unavailable"))
@@ -290,7 +292,7 @@ class PriorityQueue:
                     if future.done():
                         continue
                     if isinstance(result, Exception):  # this one script failed (OOM, say)
-                        log.warning("admission failed: %s", type(result).__name__)
+                        self._log_failure(result, 1)
                         future.set_exception(StoreUnavailable("queue store refused the write"))
                         continue
                     status, value = text_of(result[0]), text_of(result[1])
@@ -307,6 +309,22 @@ class PriorityQueue:
                         future.set_result(Admission("queued", value, priority))
         finally:
             self._flushers -= 1
+
+    def _log_failure(self, exc: Exception, messages: int) -> None:
+        """One line per LOG_EVERY_S about refused admissions, however many fail: a Redis
+        outage at a peak would otherwise write thousands of lines a second."""
+        self._failed += messages
+        now = time.monotonic()
+        if now - self._failure_logged_at < LOG_EVERY_S:
+            return
+        level = logging.WARNING if isinstance(exc, RedisError) else logging.ERROR
+        log.log(
+            level,
+            "admission failed: %s (%d messages refused since the last line)",
+            type(exc).__name__,
+            self._failed,
+        )
+        self._failed, self._failure_logged_at = 0, now
 
     async def _admit_batch(
         self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
@@ -543,13 +561,24 @@ class PriorityQueue:
     async def claim_stale(
         self, consumer: str, min_idle_ms: int, count: int = 50
     ) -> list[QueuedMessage]:
-        """Take over entries idle for ``min_idle_ms`` (their worker died), most urgent first."""
+        """Take over entries idle for ``min_idle_ms`` (their worker died), most urgent first.
+
+        XAUTOCLAIM looks at ``10 * count`` pending entries a call: each stream's scan goes on
+        where the last call stopped, so a dead worker's entries behind many live ones in
+        progress are found on a later call, not never.
+        """
         claimed: list[QueuedMessage] = []
         for priority, lane in ((p, lane) for p in PRIORITIES for lane in self.keys.lanes):
             stream = lane.stream(priority)
-            _, entries, *_ = await self.redis.xautoclaim(
-                stream, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            cursor, entries, *_ = await self.redis.xautoclaim(
+                stream,
+                GROUP,
+                consumer,
+                min_idle_time=min_idle_ms,
+                start_id=self._claim_cursor.get(stream, "0-0"),
+                count=count,
             )
+            self._claim_cursor[stream] = text_of(cursor)
             live = [(eid, fields) for eid, fields in entries if fields]
             if not live:
                 continue

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.errors import AdmissionRefused
+from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import Keys
 from core.models import InboundMessage, Reply, ReplySource
 from core.queue import PriorityQueue, new_ticket_id
@@ -215,3 +216,38 @@ async def test_acknowledgements_a_full_one_then_short_ones_and_none_while_people
     await queue.admit(said(4), 2)
     assert await redis.xlen(keys.outbox) == 2  # people have the conversation: they answer
     assert await queue.answer_if_idle(said(5), "template", ReplySource.TEMPLATE, 2) is None
+
+
+async def test_stale_entries_behind_many_live_ones_are_found_on_a_later_claim(
+    redis: Redis, keys: Keys
+) -> None:
+    queue = await make_queue(redis, keys)
+    for n in range(30):
+        await queue.admit(inbound(n), 2)
+    live = await queue.read("alive", 25)  # a live worker holds the 25 oldest entries
+    dead = await queue.read("dead", 5)  # then a worker takes 5 and dies
+    await asyncio.sleep(0.05)
+    await queue.heartbeat("alive", live)  # the live worker's entries are not idle
+    found: list[str] = []
+    for _ in range(10):  # each call looks at 10 x count pending entries
+        found += [e.ticket_id for e in await queue.claim_stale("rescuer", 40, count=1)]
+        if len(found) == len(dead):
+            break
+    assert sorted(found) == sorted(e.ticket_id for e in dead)
+
+
+async def test_an_outage_refuses_every_admission_but_logs_one_line(
+    redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = await make_queue(redis, keys)
+
+    async def down(batch: Any) -> Any:
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(queue, "_admit_batch", down)
+    results = await asyncio.gather(
+        *(queue.admit(inbound(n), 2) for n in range(200)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    lines = [r.getMessage() for r in caplog.records if "admission failed" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("admission failed: ConnectionError")
