@@ -18,9 +18,11 @@ from core.llm import HolySheepClient
 from core.metrics import Metrics
 from core.models import InboundMessage, QueuedMessage, Reply, ReplySource
 from core.peak import Budget, PeakMonitor, describe_wait, level_for
+from core.queue import PriorityQueue
 from core.state import ConversationState
 from core.templates import TemplateAnswers
 from tests.fakes.openai_server import FakeOpenAI
+from tests.harness import inbound
 
 
 class Clock:
@@ -334,3 +336,22 @@ async def test_in_peak_mode_the_same_intent_in_other_words_shares_one_answer(
     detailed = await reply_to(handler, first_contact("reset password for bob@example.com", 10))
     assert detailed.source is ReplySource.LLM  # details of its own: never by intent
     assert fake_llm.calls == 8
+
+
+async def test_messages_in_progress_are_not_ahead_of_a_new_one(redis: Redis, keys: Keys) -> None:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    monitor = PeakMonitor(redis, keys, first_response_s=5, slots=10, burst_window_s=1.5)
+    monitor.record_latency(1.5)
+    for n in range(40):
+        await queue.admit(inbound(n), 2)
+    await queue.read("busy-worker", 40)  # all taken: 40 answers in progress, none waiting
+    await monitor.refresh()
+    assert monitor.depths[2] == 40 and monitor.waiting[2] == 0
+    assert monitor.estimated_wait(2) == 1.5 + 1.5  # its burst window and its own answer
+    assert monitor.acknowledgement(2, None) is None  # no "we are busy" at an ordinary load
+    for n in range(40, 100):
+        await queue.admit(inbound(n), 2)
+    await monitor.refresh()
+    assert monitor.waiting[2] == 60
+    assert math.isinf(monitor.estimated_wait(2))  # more waiting than slots, no rate yet
