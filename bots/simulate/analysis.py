@@ -347,6 +347,7 @@ def _messages(record: RunRecord, outcomes: Mapping[str, _Outcome]) -> dict[str, 
         "planned_first_contacts": round(record.scenario.expected_messages()),
         "by_kind": dict(sorted(kinds.items())),
         "accepted": status["accepted"],
+        "throttled": status["throttled"],  # over the flood limit: no answer expected
         "accepted_by_priority": dict(sorted(priorities.items())),
         "answered": sum(1 for o in outcomes.values() if o.source is not None),
         # Lost, as a customer sees it: never answered, or never let in.

@@ -26,7 +26,7 @@ from bots.simulate.sink import ReceivedReply
 log = logging.getLogger("peakdesk.simulate")
 
 GATEWAY = "sim"
-Status = Literal["sending", "accepted", "gave_up", "rejected"]
+Status = Literal["sending", "accepted", "gave_up", "rejected", "throttled"]
 
 
 @dataclass(slots=True)
@@ -208,7 +208,8 @@ class LoadGenerator:
         except ValueError:
             answer = raw[:100]
         if status in (200, 202) and isinstance(answer, dict) and answer.get("ticket_id"):
-            message.status = "accepted"
+            # Over its customer's flood limit: acknowledged, answered by one notice at most.
+            message.status = "throttled" if answer.get("status") == "throttled" else "accepted"
             message.ticket_id = str(answer["ticket_id"])
             priority = answer.get("priority")
             message.priority = priority if isinstance(priority, int) else None

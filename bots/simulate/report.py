@@ -158,6 +158,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             "503 answers",
             "retried",
             "rejected",
+            "throttled",
         ),
         [
             (
@@ -171,6 +172,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 _num(msgs["refused_503"]),
                 _num(msgs["retried_messages"]),
                 _num(msgs["rejected_4xx"]),
+                _num(msgs.get("throttled", 0)),
             )
         ],
     )

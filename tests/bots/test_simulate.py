@@ -148,7 +148,7 @@ async def test_the_provider_refuses_calls_over_its_concurrency() -> None:
 # -- the gateway ------------------------------------------------------------------------------
 
 
-async def test_the_gateway_sends_a_refused_message_again_with_the_same_id() -> None:
+async def test_the_gateway_resends_refused_messages_and_notes_throttled_ones() -> None:
     seen: list[str] = []
 
     async def webhook(request: web.Request) -> web.Response:
@@ -162,6 +162,9 @@ async def test_the_gateway_sends_a_refused_message_again_with_the_same_id() -> N
             return web.json_response(
                 {"error": "queue full"}, status=503, headers={"Retry-After": "0.1"}
             )
+        if body["message_id"] == "c000002.1":  # over its customer's flood limit
+            throttled = {"status": "throttled", "ticket_id": "T2", "notice": False}
+            return web.json_response(throttled, status=202)
         return web.json_response({"status": "queued", "ticket_id": "T1", "priority": 1}, status=202)
 
     app = web.Application()
@@ -172,6 +175,7 @@ async def test_the_gateway_sends_a_refused_message_again_with_the_same_id() -> N
         [
             PlannedMessage(0.0, "c000000", "where is my order?", "first"),
             PlannedMessage(0.0, "c000001", "cancel it", "first"),
+            PlannedMessage(0.0, "c000002", "hello??", "first"),
         ],
         {},
     )
@@ -194,7 +198,8 @@ async def test_the_gateway_sends_a_refused_message_again_with_the_same_id() -> N
     first, refused = load.messages["c000000.1"], load.messages["c000001.1"]
     assert (first.status, first.attempts, first.refusals, first.priority) == ("accepted", 2, 1, 1)
     assert refused.status == "gave_up" and refused.refusals >= 3
-    assert set(seen) == {"c000000.1", "c000001.1"}  # retries reuse the id
+    assert load.messages["c000002.1"].status == "throttled"  # no answer is expected
+    assert set(seen) == {"c000000.1", "c000001.1", "c000002.1"}  # retries reuse the id
 
 
 # -- the peak ---------------------------------------------------------------------------------
