@@ -330,11 +330,16 @@ class PriorityQueue:
         self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
     ) -> list[Any]:
         results = await self._send_admissions(batch)
-        if any(isinstance(result, NoScriptError) for result in results):
-            # A restarted Redis lost its scripts: load it, then send the batch again (a
-            # NOSCRIPT answer means that command did nothing).
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            # A restarted Redis (or a promoted replica) has no scripts: load it and send again
+            # just those admissions (a NOSCRIPT answer means that command did nothing). The
+            # others were done: on a cluster, other masters had the script, and sending them
+            # again would find their own dedupe keys and answer "duplicate".
             await self.redis.script_load(self._admit_script.script)
-            results = await self._send_admissions(batch)
+            again = await self._send_admissions([batch[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
         return results
 
     async def _send_admissions(

@@ -129,3 +129,21 @@ async def test_the_read_loop_lives_on_after_an_unexpected_error(
     monkeypatch.setattr(queue, "read", read_once_failing)
     [reply] = await answer_all(queue, redis, keys, fake_llm, replies=1)
     assert reply.message_id == "m1" and not failures
+
+
+async def test_a_master_without_the_script_costs_no_wrong_duplicate_answer(
+    redis: Redis, keys: Keys, request: pytest.FixtureRequest
+) -> None:
+    lanes = Keys(keys.prefix, shards=12)
+    queue = PriorityQueue(redis, lanes)
+    await queue.ensure_groups()
+    await queue.admit(inbound(0), 1)  # the script is loaded everywhere
+    if isinstance(redis, RedisCluster):  # one master loses it (restarted, or just promoted)
+        victim = request.getfixturevalue("redis_cluster").masters()[0]
+        with victim.client() as client:
+            client.script_flush()
+    else:
+        await redis.script_flush()
+    results = await asyncio.gather(*(queue.admit(inbound(n), 1) for n in range(1, 61)))
+    assert [r.status for r in results] == ["queued"] * 60
+    assert sum((await queue.depths()).values()) == 61
