@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any, cast
+from urllib.parse import unquote, urlparse
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
@@ -122,21 +123,37 @@ class _ClusterClient(RedisCluster):
 
 
 def _connect_cluster(url: str, max_connections: int) -> Redis:
-    client = _ClusterClient.from_url(
-        url,
-        decode_responses=True,
+    """``url``: one node, or several separated by commas (the first reachable one is asked
+    for the others: a process starting while one seed node is down still connects)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
         # Per node; unlike the standalone blocking pool, a node out of connections raises
         # MaxConnectionsError instead of waiting.
-        max_connections=max_connections,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,  # above the longest XREADGROUP BLOCK, as for one server
-        health_check_interval=15,
+        "max_connections": max_connections,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": 10.0,  # above the longest XREADGROUP BLOCK, as for one server
+        "health_check_interval": 15,
         # redis-py 8 takes only the count from this object (its backoff is not used yet).
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), CLUSTER_RETRIES),
-    )
-    # Every key of peakdesk carries one hash tag, so every command, script and pipeline of
-    # ours names keys of one slot and RedisCluster runs it as Redis would: core is typed
-    # against the Redis command API, which RedisCluster implements for keyed commands.
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), CLUSTER_RETRIES),
+    }
+    seeds = [u.strip() for u in url.split(",") if u.strip()]
+    if len(seeds) == 1:
+        client = _ClusterClient.from_url(seeds[0], **options)
+    else:
+        first = urlparse(seeds[0])
+        nodes = [
+            ClusterNode(p.hostname or "127.0.0.1", p.port or 6379) for p in map(urlparse, seeds)
+        ]
+        client = _ClusterClient(
+            startup_nodes=nodes,
+            username=unquote(first.username) if first.username else None,
+            password=unquote(first.password) if first.password else None,
+            ssl=first.scheme == "rediss",
+            **options,
+        )
+    # Every command, script and transaction of ours names keys of one slot (one lane's, or
+    # the shared tag's), so RedisCluster runs it as Redis would: core is typed against the
+    # Redis command API, which RedisCluster implements for keyed commands.
     return cast(Redis, client)
 
 

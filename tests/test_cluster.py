@@ -179,3 +179,22 @@ def _outcome(receiver: CallbackReceiver, acked: set[str]) -> Outcome:
         duplicates={mid: ids for mid, ids in answered.items() if len(ids) > 1},
         redelivered=len(answers) - len({b["reply_id"] for b in answers}),
     )
+
+
+async def test_a_process_connects_while_its_first_seed_node_is_down(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    # REDIS_URL may name several nodes: one being down (its master killed, the host gone)
+    # must not keep a process that starts meanwhile from reaching the cluster.
+    dead = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
+    client = connect_redis(f"{dead},{redis_cluster.url}", cluster=True)
+    try:
+        assert await client.ping()
+        await client.set("{seedtest}:k", "v", ex=10)
+        assert await client.get("{seedtest}:k") == "v"
+    finally:
+        await client.aclose()
+    alone = connect_redis(dead, cluster=True)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, it cannot connect
+        await alone.ping()
+    await alone.aclose()
