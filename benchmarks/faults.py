@@ -16,6 +16,12 @@ with the same id after ``Retry-After``. The scenarios:
   provider   every provider call answered 503 for half of --provider-down, connections
              refused for the other half, then back
   telegram   Telegram's sendMessage answers 502 for --telegram-down s
+  cluster    on a Redis Cluster instead (3 masters with a replica each, tests/redis_cluster.py;
+             PEAKDESK_REDIS_CLUSTER=true, the queue in --shards lanes spread over the
+             masters): SIGKILL a random worker (started again at once), a second later
+             SIGKILL the master of the lane holding the most conversations; its replica
+             takes over; --master-down s later the killed node is started again on its AOF
+             and rejoins as a replica
 
 Per scenario: --warmup s of load, the fault, --after s more load, then the drain: until every
 acknowledged message is answered (at most --drain s). The figures (defined in
@@ -31,7 +37,7 @@ Settings are production's except: PEAKDESK_CLAIM_IDLE_S --claim-idle (5 s, not 3
 killed worker's messages are taken over within the run), PEAKDESK_RETRY_AFTER_S 1, the LLM
 client's HOLYSHEEP_BACKOFF_BASE_S 0.2, HOLYSHEEP_TIMEOUT_S 5 and HOLYSHEEP_DEADLINE_S 10,
 no flood limit (the load is many customers of one gateway); the provider circuit's probe
-every --probe-s (15 s, the default). About 10 minutes with the
+every --probe-s (15 s, the default). About 11 minutes with the
 defaults; only 127.0.0.1 is used; every process is stopped and the work directory deleted at
 the end (--keep keeps the logs). Run: ``python benchmarks/faults.py`` from the repository root.
 """
@@ -57,6 +63,7 @@ from tests.faults.load import TEXTS
 from tests.faults.scenarios import (
     Fault,
     Load,
+    MasterFailover,
     Timing,
     kill_workers,
     no_fault,
@@ -67,7 +74,7 @@ from tests.faults.scenarios import (
 )
 from tests.logscan import leaks
 
-SCENARIOS = ("baseline", "kill", "redis", "provider", "telegram")
+SCENARIOS = ("baseline", "kill", "redis", "provider", "telegram", "cluster")
 COLUMNS = (
     ("scenario", 9),
     ("sent", 6),
@@ -96,6 +103,7 @@ def faults(args: argparse.Namespace) -> dict[str, Fault]:
         "redis": restart_redis(args.redis_down),
         "provider": provider_down(args.provider_down),
         "telegram": telegram_down(args.telegram_down),
+        "cluster": MasterFailover(down_s=args.master_down, seed=args.seed),
     }
 
 
@@ -152,10 +160,13 @@ def _s(value: float | None) -> str:
 async def run_one(
     name: str, fault: Fault, args: argparse.Namespace, workdir: Path
 ) -> tuple[Figures, float, LogReport, list[str], list[str], int]:
+    on_redis_cluster = name == "cluster"
     options = ClusterOptions(
         claim_idle_s=args.claim_idle,
         provider_probe_s=args.probe_s,
         llm_latency_s=args.llm_latency,
+        redis_cluster=on_redis_cluster,
+        shards=args.shards if on_redis_cluster else 1,
     )
     timing = Timing(
         warmup_s=args.warmup, after_s=args.after, drain_s=args.drain, quiet_s=args.quiet
@@ -170,7 +181,7 @@ async def run_one(
         leaked = [f for line in cluster.log_lines() for f in leaks(line, private)]
         report = cluster.log_report()
         crashes = cluster.crashes()
-        slow_fsyncs = cluster.redis.slow_fsyncs()
+        slow_fsyncs = cluster.slow_fsyncs()
     return figures, share, report, leaked, crashes, slow_fsyncs
 
 
@@ -183,8 +194,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> bool:
     ok = True
     for name in chosen:
         print(f"\n== {name} ==", flush=True)
+        fault = faults(args)[name]
         figures, busy, report, leaked, crashes, slow_fsyncs = await run_one(
-            name, faults(args)[name], args, workdir
+            name, fault, args, workdir
         )
         results.append((figures, busy))
         print(header())
@@ -193,6 +205,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> bool:
             f"sources {dict(figures.sources)}; channels (sent, acked, answered) "
             f"{figures.by_channel}; p99 per channel {figures.channel_p99_s}"
         )
+        if isinstance(fault, MasterFailover):
+            print(fault.summary())
+            ok &= fault.rejoin_s is not None
         if args.keep:
             write_outcomes(workdir / name / "messages.csv", figures)
         if figures.lost_keys:
@@ -232,6 +247,13 @@ def main() -> int:
     parser.add_argument("--redis-down", type=float, default=10.0, help="seconds Redis is down")
     parser.add_argument("--provider-down", type=float, default=60.0)
     parser.add_argument("--telegram-down", type=float, default=60.0)
+    parser.add_argument(
+        "--master-down",
+        type=float,
+        default=10.0,
+        help="cluster: seconds between the promotion and the killed master's restart",
+    )
+    parser.add_argument("--shards", type=int, default=6, help="cluster: PEAKDESK_SHARDS")
     parser.add_argument("--claim-idle", type=float, default=5.0, help="PEAKDESK_CLAIM_IDLE_S")
     parser.add_argument("--probe-s", type=float, default=15.0, help="PEAKDESK_PROVIDER_PROBE_S")
     parser.add_argument("--llm-latency", type=float, default=0.3, help="fake provider (s)")

@@ -17,9 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tests.faults.cluster import FaultCluster
+from tests.faults.cluster import FaultCluster, LaneCensus
 from tests.faults.figures import Figures, tally, unanswered
 from tests.faults.load import SteadyLoad
+from tests.redis_cluster import Failover
 
 Fault = Callable[[FaultCluster], Awaitable[None]]
 _runs = itertools.count(1)  # each run its own Telegram chats, on a cluster shared by runs
@@ -142,3 +143,68 @@ def telegram_down(down_s: float, status: int = 502) -> Fault:
         cluster.telegram.up("sendMessage")
 
     return fault
+
+
+class MasterFailover:
+    """On a Redis Cluster with lanes (``ClusterOptions(redis_cluster=True, shards=N)``): SIGKILL
+    a random worker that is up and start it again at once; ``worker_lead_s`` later SIGKILL the
+    master of the lane holding the most conversations and wait until its replica took over
+    (the load goes on meanwhile); ``down_s`` of load on the promoted replica; then start the
+    killed node again on its AOF: it rejoins as a replica. Over when it has rejoined and every
+    replica is in sync. A fault (call it with the cluster) that keeps what it did."""
+
+    def __init__(
+        self,
+        *,
+        down_s: float,
+        kill_worker: bool = True,
+        worker_lead_s: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        self.down_s = down_s
+        self.kill_worker = kill_worker
+        self.worker_lead_s = worker_lead_s
+        self.rng = random.Random(seed)
+        self.worker: int | None = None  # the worker killed
+        self.census: LaneCensus | None = None  # where the lanes lived just before the kill
+        self.lane: int | None = None  # the lane whose master was killed
+        self.failover: Failover | None = None
+        self.rejoin_s: float | None = None  # the killed node's start until it rejoined
+
+    async def __call__(self, cluster: FaultCluster) -> None:
+        if self.kill_worker:
+            while not (up := [i for i, w in enumerate(cluster.workers) if w.is_up()]):  # noqa: ASYNC110 - other processes' logs
+                await asyncio.sleep(0.1)
+            self.worker = self.rng.choice(up)
+            await cluster.kill_worker(self.worker)
+            await cluster.start_worker(self.worker)
+            await asyncio.sleep(self.worker_lead_s)
+        self.census = await cluster.lane_census()
+        self.lane = self.census.busiest_lane()
+        self.failover = await cluster.kill_master_of(cluster.lane_tag(self.lane))
+        await asyncio.sleep(self.down_s)
+        started = time.monotonic()
+        await cluster.restart_redis_node(self.failover.killed)
+        self.rejoin_s = time.monotonic() - started
+
+    def summary(self) -> str:
+        """What happened, for the figures."""
+        if self.census is None or self.failover is None or self.lane is None:
+            return "failover: not run"
+        census, failover = self.census, self.failover
+        masters = sorted(set(census.lane_masters.values()))
+        lanes_of_victim = sorted(
+            n for n, master in census.lane_masters.items() if master == failover.killed.address
+        )
+        keys = ", ".join(f"{m} {census.keys_per_master[m]}" for m in masters)
+        worker = "none" if self.worker is None else f"worker-{self.worker}"
+        rejoin = "-" if self.rejoin_s is None else f"{self.rejoin_s:.1f}s"
+        return (
+            f"failover: {len(census.lane_masters)} lanes on {len(masters)} masters (lane keys "
+            f"{keys}; conversations per lane {dict(sorted(census.conversations.items()))}); "
+            f"killed -9 master {failover.killed.address} of lanes {lanes_of_victim} (busiest "
+            f"lane {self.lane}; {{prefix}} on {census.root_master}), replica "
+            f"{failover.promoted.address} promoted and cluster ok after "
+            f"{failover.seconds:.1f}s, killed node rejoined as a replica {rejoin} after its "
+            f"restart; worker killed -9: {worker}"
+        )
