@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import itertools
+import json
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -362,3 +363,15 @@ async def test_admin_forget_refuses_without_the_token_and_never_gets_a_5xx(
 async def test_the_routes_fuzzed_are_the_routes_served(stack: FuzzStack) -> None:
     served = {path.replace("{gateway}", "gw") for _, path in stack.routes}
     assert served <= set(ROUTES), served - set(ROUTES)  # a new route: fuzz it here too
+
+
+async def test_an_expect_header_that_is_not_utf8_gets_a_json_417_not_a_500(
+    stack: FuzzStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp's own Expect handler quoted the value in its error text: 500 for b"\x80".
+    with no_errors_logged(caplog):
+        odd = await stack.send("POST", "/webhook/gw", [("Expect", b"\x80")], b"{}")
+        unknown = await stack.send("POST", "/webhook/gw", [("Expect", b"fly-away")], b"{}")
+    for answer in (odd, unknown):
+        assert answer.status == 417, answer
+        assert json.loads(answer.body)["error"]
