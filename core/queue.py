@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, Protocol
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core.errors import AdmissionRefused, StoreUnavailable
@@ -329,69 +330,84 @@ class PriorityQueue:
     async def _admit_batch(
         self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
     ) -> list[Any]:
-        results = await self._send_admissions(batch)
+        now = str(time.time())
+        calls = [
+            self._admission(message, p, wait_until, now) for message, p, wait_until, _ in batch
+        ]
+        return await self._evalsha_all(self._admit_script, calls)
+
+    async def _evalsha_all(
+        self, script: AsyncScript, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one pipelined round trip; results in order,
+        errors as values.
+
+        EVALSHA straight away (redis-py's script helper sends SCRIPT EXISTS with every call),
+        as a raw command: RedisCluster's pipeline refuses its evalsha() method, not the
+        command, which it routes by its keys (one slot a call). A server without the script
+        (restarted, or a promoted replica) answers NOSCRIPT, which did nothing: the script is
+        loaded and just those calls are sent again. The others were done: on a cluster, other
+        masters had the script, and an admission sent again would find its own dedupe key and
+        answer "duplicate".
+        """
+
+        async def send(chosen: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in chosen:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return list(await pipe.execute(raise_on_error=False))
+
+        results = await send(calls)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            # A restarted Redis (or a promoted replica) has no scripts: load it and send again
-            # just those admissions (a NOSCRIPT answer means that command did nothing). The
-            # others were done: on a cluster, other masters had the script, and sending them
-            # again would find their own dedupe keys and answer "duplicate".
-            await self.redis.script_load(self._admit_script.script)
-            again = await self._send_admissions([batch[i] for i in missing])
+            await self.redis.script_load(script.script)
+            again = await send([calls[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         return results
 
-    async def _send_admissions(
-        self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
-    ) -> list[Any]:
-        # EVALSHA straight away: redis-py's script helper sends SCRIPT EXISTS with every batch.
-        # As a raw command: RedisCluster's pipeline refuses its evalsha() method, not the
-        # command (it routes EVALSHA by its keys, which share one slot).
-        now = str(time.time())
-        shards = self.keys.shards
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message, priority, wait_until, _ in batch:
-                # Each lane admits its share of the limit (conversations spread evenly).
-                limit = -(-(self.max_queue if priority >= 2 else self.hard_ceiling) // shards)
-                ticket_id = self.new_ticket(message)
-                message_json = message.to_json()
-                conversation = message.conversation_key
-                sender = message.sender_key
-                lane = self.keys.for_conversation(conversation)
-                streams = lane.streams
-                pipe.execute_command(
-                    "EVALSHA",
-                    self._admit_script.sha,
-                    12,
-                    lane.seen(message.dedupe_key),
-                    *streams,
-                    streams[priority],
-                    self.keys.burst(conversation),
-                    self.keys.acked(conversation),
-                    lane.outbox,
-                    self.keys.handover(conversation),
-                    lane.flood(sender),
-                    lane.flood_notice(sender),
-                    self.keys.reply(ticket_id),
-                    ticket_id,
-                    limit,
-                    self.dedupe_ttl_s,
-                    message_json,
-                    now,
-                    repr(wait_until),
-                    BurstItem.encode(ticket_id, priority, message_json)
-                    if self.merge_bursts
-                    else "",
-                    self.burst_ttl_s,
-                    *self._acknowledgements(message, ticket_id, priority, wait_until),
-                    self.flood.interval_ms,
-                    self.flood.tolerance_ms,
-                    self._flood_notice(message, ticket_id, priority),
-                    self.reply_ttl_s,
-                    math.ceil(self.flood.window_s),
-                )
-            return list(await pipe.execute(raise_on_error=False))
+    def _admission(
+        self, message: InboundMessage, priority: int, wait_until: float, now: str
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of admit.lua for one message."""
+        limit = self.max_queue if priority >= 2 else self.hard_ceiling
+        # Each lane admits its share of the limit (conversations spread evenly).
+        lane_limit = -(-limit // self.keys.shards)
+        ticket_id = self.new_ticket(message)
+        message_json = message.to_json()
+        conversation = message.conversation_key
+        sender = message.sender_key
+        lane = self.keys.for_conversation(conversation)
+        streams = lane.streams
+        keys = [
+            lane.seen(message.dedupe_key),
+            *streams,
+            streams[priority],
+            self.keys.burst(conversation),
+            self.keys.acked(conversation),
+            lane.outbox,
+            self.keys.handover(conversation),
+            lane.flood(sender),
+            lane.flood_notice(sender),
+            self.keys.reply(ticket_id),
+        ]
+        args = [
+            ticket_id,
+            lane_limit,
+            self.dedupe_ttl_s,
+            message_json,
+            now,
+            repr(wait_until),
+            BurstItem.encode(ticket_id, priority, message_json) if self.merge_bursts else "",
+            self.burst_ttl_s,
+            *self._acknowledgements(message, ticket_id, priority, wait_until),
+            self.flood.interval_ms,
+            self.flood.tolerance_ms,
+            self._flood_notice(message, ticket_id, priority),
+            self.reply_ttl_s,
+            math.ceil(self.flood.window_s),
+        ]
+        return keys, args
 
     def _flood_notice(self, message: InboundMessage, ticket_id: str, priority: int) -> str:
         """The JSON of the notice a sender over the flood limit gets (once a window)."""
@@ -656,21 +672,13 @@ class PriorityQueue:
     async def renew_turns(self, turns: Sequence[tuple[str, str]], lock_ttl_ms: int) -> list[str]:
         """Keep the turn locks (conversation, token) of work in progress; returns the tokens
         not renewed: ended meanwhile, or lapsed (their finish then stores nothing)."""
-        for attempt in range(2):
-            # Raw EVALSHA, as in _send_admissions: RedisCluster's pipeline refuses evalsha(),
-            # which a script object called with client=pipe uses.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for conversation, token in turns:
-                    keys = self._turn_keys(conversation)
-                    args = (token, lock_ttl_ms, 0, 0)
-                    pipe.execute_command("EVALSHA", self._end_script.sha, len(keys), *keys, *args)
-                renewed = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(result, NoScriptError) for result in renewed):
-                # A server that lost its scripts (restarted, or a promoted replica): load it
-                # and renew again (a NOSCRIPT answer did nothing; renewing twice is harmless).
-                await self.redis.script_load(self._end_script.script)
-                continue
-            break
+        renewed = await self._evalsha_all(
+            self._end_script,
+            [
+                (self._turn_keys(conversation), (token, lock_ttl_ms, 0, 0))
+                for conversation, token in turns
+            ],
+        )
         if error := next((r for r in renewed if isinstance(r, Exception)), None):
             raise error
         return [token for (_, token), ok in zip(turns, renewed, strict=True) if not ok]
