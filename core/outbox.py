@@ -31,7 +31,7 @@ from core.keys import Keys
 from core.logcontext import about
 from core.metrics import Metrics
 from core.models import DeskEvent, DeskEventKind, Reply, ReplySource
-from core.queue import GROUP, ensure_group, text_of
+from core.queue import GROUP, LaneReader, ensure_group, text_of
 
 log = logging.getLogger("peakdesk.outbox")
 
@@ -97,7 +97,7 @@ class Outbox:
         self.poll_interval_s = poll_interval_s
         # Deliveries in progress, by (outbox stream, entry id): entry ids are per stream.
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._next_lane = 0
+        self._reader = LaneReader(redis, keys, lambda lane: (lane.outbox,))
         self._ready: dict[str, asyncio.Event] = {}
         self._conversations = SerialByKey()
         self._waiting = 0  # deliveries in flight that only wait (see _free_slots)
@@ -164,7 +164,7 @@ class Outbox:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     continue
-                for stream, entries in await self._read(free):
+                for stream, entries in await self._reader.read(self.consumer, free, 500):
                     for entry_id, fields in entries:
                         self._start(text_of(stream), text_of(entry_id), fields)
             except Exception as exc:  # Redis, or a bug: the loop must live on, and say so
@@ -182,27 +182,6 @@ class Outbox:
             _, unfinished = await asyncio.wait(list(self._in_flight.values()), timeout=10.0)
             for task in unfinished:  # stays pending in Redis: claimed again after the idle time
                 task.cancel()
-
-    async def _read(self, count: int) -> Any:
-        """New entries of the lanes' outboxes: every lane without waiting, then (none had
-        any) a short block on the next lane in turn."""
-        lanes = self.keys.lanes
-        self._next_lane = (self._next_lane + 1) % len(lanes)
-        if len(lanes) > 1:
-            for lane in lanes[self._next_lane :] + lanes[: self._next_lane]:
-                found = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {lane.outbox: ">"}, count=count
-                )
-                if found:
-                    return found
-        waiting_on = lanes[self._next_lane].outbox
-        block_ms = max(10, 500 // len(lanes))
-        return (
-            await self.redis.xreadgroup(
-                GROUP, self.consumer, {waiting_on: ">"}, count=count, block=block_ms
-            )
-            or []
-        )
 
     def _start(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
         if (stream, entry_id) in self._in_flight:

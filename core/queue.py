@@ -19,7 +19,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, Protocol
 
@@ -192,6 +192,49 @@ def text_of(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class LaneReader:
+    """New entries (XREADGROUP ``>``) of one kind of stream in every lane, for a consumer.
+
+    ``streams_of(lane)`` lists a lane's streams, most urgent first. A read looks at each
+    stream without waiting, most urgent first and across the lanes starting at the next lane
+    each time (none is starved), and returns the first entries found. When none has any, it
+    blocks on one lane's streams (the next one in turn) for that lane's share of
+    ``block_ms``: a new entry of another lane waits at most about ``block_ms``. With one lane
+    of one stream, the blocking read alone does it.
+    """
+
+    def __init__(
+        self, redis: Redis, keys: Keys, streams_of: Callable[[Keys], Sequence[str]]
+    ) -> None:
+        self.redis = redis
+        self.lanes = keys.lanes
+        self.streams_of = streams_of
+        self._next = 0
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> Any:
+        self._next = (self._next + 1) % len(self.lanes)
+        lanes = self.lanes[self._next :] + self.lanes[: self._next]
+        streams = [self.streams_of(lane) for lane in lanes]
+        if len(lanes) * len(streams[0]) > 1:
+            for position in range(len(streams[0])):
+                for of_lane in streams:
+                    found = await self.redis.xreadgroup(
+                        GROUP, consumer, {of_lane[position]: ">"}, count=count
+                    )
+                    if found:
+                        return found
+        if not block_ms:
+            return []
+        found = await self.redis.xreadgroup(
+            GROUP,
+            consumer,
+            dict.fromkeys(streams[0], ">"),
+            count=count,
+            block=max(10, block_ms // len(lanes)),
+        )
+        return found or []
+
+
 class PriorityQueue:
     """Durable priority queue on Redis Streams (see the module docstring)."""
 
@@ -229,7 +272,7 @@ class PriorityQueue:
         self._finish_script = redis.register_script(lua_script("finish.lua"))
         self._direct_script = redis.register_script(lua_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
-        self._next_lane = 0
+        self._reader = LaneReader(redis, keys, lambda lane: lane.streams)
         self._claim_cursor: dict[str, str] = {}  # per stream: where the next claim scan starts
         self._failed, self._failure_logged_at = 0, -LOG_EVERY_S
         self._flushers = 0
@@ -519,31 +562,8 @@ class PriorityQueue:
     async def read(self, consumer: str, count: int, block_ms: int = 0) -> list[QueuedMessage]:
         """Take up to ``count`` new entries, from the most urgent non-empty priority first
         (of any lane: each read starts at the next lane, so none is starved)."""
-        lanes = self._rotated_lanes()
-        for priority in PRIORITIES:
-            for lane in lanes:
-                found = await self.redis.xreadgroup(
-                    GROUP, consumer, {lane.stream(priority): ">"}, count=count
-                )
-                if found:
-                    return self._parse_read(found)
-        if not block_ms:
-            return []
-        # Block on one lane (the next one each time), for a share of the time: a message of
-        # another lane waits at most about ``block_ms``.
-        found = await self.redis.xreadgroup(
-            GROUP,
-            consumer,
-            dict.fromkeys(lanes[0].streams, ">"),
-            count=count,
-            block=max(10, block_ms // len(lanes)),
-        )
-        return sorted(self._parse_read(found or []), key=lambda q: q.priority)
-
-    def _rotated_lanes(self) -> tuple[Keys, ...]:
-        lanes = self.keys.lanes
-        self._next_lane = (self._next_lane + 1) % len(lanes)
-        return lanes[self._next_lane :] + lanes[: self._next_lane]
+        found = await self._reader.read(consumer, count, block_ms)
+        return sorted(self._parse_read(found), key=lambda q: q.priority)
 
     def _parse_read(self, found: Any) -> list[QueuedMessage]:
         out: list[QueuedMessage] = []
