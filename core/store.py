@@ -3,6 +3,8 @@ fakeredis default."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
@@ -68,6 +70,17 @@ def connect_redis(url: str | None, *, cluster: bool = False, max_connections: in
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
 
 
+@contextlib.contextmanager
+def _as_redis_errors() -> Iterator[None]:
+    """Let RedisErrors through; raise anything else as a ClusterClientError."""
+    try:
+        yield
+    except RedisError:
+        raise
+    except Exception as exc:
+        raise _translated(exc) from exc
+
+
 def _translated(exc: Exception) -> ClusterClientError:
     return ClusterClientError(f"redis cluster client: {type(exc).__name__}: {exc}")
 
@@ -76,12 +89,8 @@ class _Pipeline(ClusterPipeline):
     async def execute(
         self, raise_on_error: bool = True, allow_redirections: bool = True
     ) -> list[Any]:
-        try:
+        with _as_redis_errors():
             results = await super().execute(raise_on_error, allow_redirections)
-        except RedisError:
-            raise
-        except Exception as exc:
-            raise _translated(exc) from exc
         return [
             _translated(r) if isinstance(r, Exception) and not isinstance(r, RedisError) else r
             for r in results
@@ -99,20 +108,12 @@ class _ClusterClient(RedisCluster):
     """
 
     async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
-        try:
+        with _as_redis_errors():
             return await super().initialize(*args, **kwargs)
-        except RedisError:
-            raise
-        except Exception as exc:
-            raise _translated(exc) from exc
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _as_redis_errors():
             return await super().execute_command(*args, **kwargs)
-        except RedisError:
-            raise
-        except Exception as exc:
-            raise _translated(exc) from exc
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
+from redis.exceptions import RedisError
 
 from core.keys import Keys
 from core.store import connect_redis
@@ -198,3 +201,28 @@ async def test_a_process_connects_while_its_first_seed_node_is_down(
     with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, it cannot connect
         await alone.ping()
     await alone.aclose()
+
+
+async def test_any_failure_of_the_cluster_client_is_a_redis_error(
+    redis_cluster: LocalRedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py 8.1 raised AttributeError from a connection race during a failover; the worker
+    # and outbox loops retry on RedisError, so that is what every failure must be.
+    client = connect_redis(redis_cluster.url, cluster=True)
+    try:
+        assert await client.ping()
+
+        async def race(*args: object, **kwargs: object) -> object:
+            raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+        monkeypatch.setattr(RedisCluster, "execute_command", race)
+        monkeypatch.setattr(ClusterPipeline, "execute", race)
+        with pytest.raises(RedisError, match="AttributeError"):
+            await client.get("{errtest}:k")
+        with pytest.raises(RedisError, match="AttributeError"):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.get("{errtest}:k")
+                await pipe.execute()
+    finally:
+        monkeypatch.undo()
+        await client.aclose()
