@@ -306,21 +306,26 @@ class PeakMonitor:
     async def refresh(self) -> None:
         now = time.time()
         days = day_keys(self.keys, utc_day(now))
+        streams = [stream for lane in self.keys.lanes for stream in lane.streams]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.peak_mode)
             pipe.get(self.keys.budget(f"h{int(now // 3600)}"))
             pipe.get(self.keys.budget(f"d{utc_day(now)}"))
             for key in days:
                 pipe.hgetall(key)
-            for lane in self.keys.lanes:
-                for stream in lane.streams:
-                    pipe.xlen(stream)
-                    pipe.xpending(stream, GROUP)
-            forced, hour_tokens, day_tokens, *found = await pipe.execute(raise_on_error=False)
-        if isinstance(forced, Exception):
-            raise forced
+            for stream in streams:
+                pipe.xlen(stream)
+            for stream in streams:
+                pipe.xpending(stream, GROUP)
+            replies = await pipe.execute(raise_on_error=False)
+        # XPENDING fails (NOGROUP) on a stream no group reads yet: none pending there. Any
+        # other failure is the store's.
+        checked, pending = replies[: -len(streams)], replies[-len(streams) :]
+        if error := next((r for r in checked if isinstance(r, Exception)), None):
+            raise error
+        forced, hour_tokens, day_tokens, *found = checked
         day = add_counters(found[: len(days)])
-        lengths, pending = found[len(days) :: 2], found[len(days) + 1 :: 2]
+        lengths = found[len(days) :]
         waiting = [int(n) - _pending(p) for n, p in zip(lengths, pending, strict=True)]
         self.depths = {p: sum(int(n) for n in lengths[p :: len(PRIORITIES)]) for p in PRIORITIES}
         self.waiting = {p: max(0, sum(waiting[p :: len(PRIORITIES)])) for p in PRIORITIES}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from adapters.store.demo import DemoShop
 from core.circuit import CircuitBreaker
@@ -355,3 +356,11 @@ async def test_messages_in_progress_are_not_ahead_of_a_new_one(redis: Redis, key
     await monitor.refresh()
     assert monitor.waiting[2] == 60
     assert math.isinf(monitor.estimated_wait(2))  # more waiting than slots, no rate yet
+
+
+async def test_a_failed_read_of_the_figures_is_a_redis_error(redis: Redis, keys: Keys) -> None:
+    # The refresh loop survives RedisErrors; a failed read must not surface as another error.
+    monitor = PeakMonitor(redis, keys)
+    await redis.set(keys.stats_day(utc_day()), "not a hash")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await monitor.refresh()
