@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from redis.exceptions import RedisError
 
+from adapters.webhook.convert import payload_error
 from core.aio import read_limited
 
 MAX_BODY_BYTES = 4096
@@ -73,9 +74,7 @@ class AdminApi:
         try:
             asked = ForgetRequest.model_validate_json(body)
         except ValidationError as exc:
-            error = exc.errors(include_url=False, include_input=False)[0]
-            field = ".".join(str(part) for part in error["loc"]) or "body"
-            return _error(400, f"{field}: {error['msg']}")
+            return _error(400, str(payload_error(exc)))
         account = asked.account or self.default_accounts().get(asked.channel)
         if account is None:
             return _error(400, f"account: required for channel {asked.channel}")

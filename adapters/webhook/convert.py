@@ -61,16 +61,22 @@ class PayloadError(ValueError):
         self.field = field
 
 
+def payload_error(exc: ValidationError) -> PayloadError:
+    """The first problem pydantic found in a JSON body, naming its field (``body`` when the
+    body is no JSON object)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    if error["type"] == "json_invalid" or not error["loc"]:
+        return PayloadError("body must be a JSON object", "body")
+    field = ".".join(str(part) for part in error["loc"])
+    return PayloadError(f"{field}: {error['msg']}", field)
+
+
 def parse_payload(body: bytes) -> WebhookPayload:
     """Validate the raw JSON body; raise PayloadError with the first problem found."""
     try:
         payload = WebhookPayload.model_validate_json(body)
     except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        if error["type"] == "json_invalid" or not error["loc"]:
-            raise PayloadError("body must be a JSON object", "body") from None
-        field = ".".join(str(part) for part in error["loc"])
-        raise PayloadError(f"{field}: {error['msg']}", field) from None
+        raise payload_error(exc) from None
     if not payload.text.strip():
         raise PayloadError("text: must not be blank", "text")
     return payload
@@ -82,9 +88,7 @@ def parse_forget(body: bytes) -> str:
     try:
         payload = ForgetPayload.model_validate_json(body)
     except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise PayloadError(f"{field}: {error['msg']}", field) from None
+        raise payload_error(exc) from None
     conversation = payload.conversation_id or payload.user_id
     if conversation is None:
         raise PayloadError("conversation_id or user_id: one is required", "conversation_id")
