@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import TextIO
 
-from core.logcontext import ContextFilter, RedactingFilter
+from core.logcontext import CONTEXT_FIELDS, ContextFilter, RedactingFilter
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for name in ("ticket", "conversation"):
+        for name in CONTEXT_FIELDS:
             if value := getattr(record, name, None):
                 entry[name] = value
         if record.exc_info:
@@ -43,9 +43,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         about = " ".join(
-            f"{name}={value}"
-            for name in ("ticket", "conversation")
-            if (value := getattr(record, name, None))
+            f"{name}={value}" for name in CONTEXT_FIELDS if (value := getattr(record, name, None))
         )
         return f"{line} [{about}]" if about else line
 

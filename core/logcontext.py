@@ -46,6 +46,10 @@ def about(ticket_id: str | None = None, conversation_key: str | None = None) -> 
         _ticket.reset(tokens[0])
 
 
+# The record attributes ContextFilter sets, in the order the formatters write them.
+CONTEXT_FIELDS: Final = ("ticket", "conversation")
+
+
 class ContextFilter(logging.Filter):
     """Adds ``ticket`` and ``conversation`` (None outside :func:`about`) to every record."""
 

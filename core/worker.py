@@ -106,9 +106,8 @@ class Worker:
         # worker claiming its entry finds the conversation free again.
         self.lock_ttl_ms = int(claim_idle_s * 1000)
         self._turns: dict[str, str] = {}  # turn lock token -> conversation, while answering
-        # Keyed by (priority, entry id): each priority stream numbers its entries on its own,
-        # so the same id can stand in two streams at once.
-        # By (stream, entry id): entry ids are unique per stream only (lanes have their own).
+        # By (stream, entry id): each stream (a priority of a lane) numbers its entries on its
+        # own, so the same id can stand in two streams at once.
         self._in_flight: dict[tuple[str, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
         self._waiting = 0  # entries held back behind an earlier message of their conversation
