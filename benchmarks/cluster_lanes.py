@@ -78,21 +78,12 @@ from bots.logs import configure_logging
 from bots.runtime import Runtime
 from bots.settings import Settings
 from core.models import QueuedMessage
-from tests.fakes.openai_server import completion_body
 from tests.redis_cluster import LocalRedisCluster, Node
 
 SECRET = "bench-webhook-secret"
 API_KEY = "sk-bench"
 GATEWAY = "bench"
 IGNORED = {"info", "replconf"}  # the probes' own command; the replicas' acks
-ANSWER = json.dumps(
-    completion_body(
-        "Thanks for reaching out! Your order is on its way and should arrive within two days.",
-        prompt_tokens=120,
-        completion_tokens=18,
-        cached_tokens=96,
-    )
-).encode()
 
 
 # -- helper servers (child processes) ------------------------------------------------------
@@ -102,10 +93,6 @@ async def serve_helper(kind: str) -> None:
     """Serve the fake LLM ("llm") or the callback receiver ("receiver") until stdin closes."""
     answers: dict[str, list[str]] = {}  # message id -> reply ids of its callbacks
     state = {"last_new_at": 0.0}
-
-    async def chat(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=ANSWER, content_type="application/json")
 
     async def callback(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
@@ -126,7 +113,7 @@ async def serve_helper(kind: str) -> None:
 
     app = web.Application()
     if kind == "llm":
-        app.router.add_post("/v1/chat/completions", chat)
+        common.add_fake_llm(app)
     else:
         app.router.add_post("/callback", callback)
         app.router.add_get("/stats", stats)

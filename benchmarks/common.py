@@ -348,6 +348,29 @@ async def serve_app(
         await runner.cleanup()
 
 
+def add_fake_llm(app: web.Application) -> None:
+    """``POST /v1/chat/completions`` answering one fixed completion at once: a provider of
+    zero latency, so a benchmark measures what peakdesk does around the call."""
+    from aiohttp import web
+
+    from tests.fakes.openai_server import completion_body
+
+    answer = json.dumps(
+        completion_body(
+            "Thanks for reaching out! Your order is on its way and should arrive within two days.",
+            prompt_tokens=120,
+            completion_tokens=18,
+            cached_tokens=96,
+        )
+    ).encode()
+
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=answer, content_type="application/json")
+
+    app.router.add_post("/v1/chat/completions", chat)
+
+
 def add_readyz(app: web.Application) -> None:
     """``GET /readyz`` answering 200 at once (what :meth:`Server.wait_ready` waits for)."""
     from aiohttp import web

@@ -76,19 +76,10 @@ from core.models import InboundMessage, Reply
 from core.outbox import ReplySender
 from core.priority import PriorityDetector
 from core.worker import ReplyNotifier
-from tests.fakes.openai_server import completion_body
 
 SECRET = "bench-webhook-secret"
 API_KEY = "sk-bench"
 TARGET_MS = 2.0
-ANSWER = json.dumps(
-    completion_body(
-        "Thanks for reaching out! Your order is on its way and should arrive within two days.",
-        prompt_tokens=120,
-        completion_tokens=18,
-        cached_tokens=96,
-    )
-).encode()
 
 
 # -- helper servers (child processes on the second CPU) ------------------------------------
@@ -98,10 +89,6 @@ async def serve_helper(kind: str) -> None:
     """Serve the fake LLM ("llm") or the callback receiver ("receiver") until stdin closes."""
     received = 0
     last_at = 0.0
-
-    async def chat(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=ANSWER, content_type="application/json")
 
     async def callback(request: web.Request) -> web.Response:
         nonlocal received, last_at
@@ -115,7 +102,7 @@ async def serve_helper(kind: str) -> None:
 
     app = web.Application()
     if kind == "llm":
-        app.router.add_post("/v1/chat/completions", chat)
+        common.add_fake_llm(app)
     else:
         app.router.add_post("/callback", callback)
         app.router.add_get("/stats", stats)
