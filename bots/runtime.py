@@ -25,6 +25,7 @@ from adapters.webhook.convert import CHANNEL as WEBHOOK
 from adapters.webhook.ingress import WebhookIngress
 from adapters.webhook.sender import CallbackSender
 from adapters.wechat.crypto import SafeMode
+from adapters.wechat.freshness import PushFreshness
 from adapters.wechat.ingress import CHANNEL as WECHAT
 from adapters.wechat.ingress import WeChatIngress
 from adapters.wechat.sender import WeChatSender
@@ -239,6 +240,7 @@ class Runtime:
             self.outbox,
             self.metrics,
             token=token,
+            freshness=PushFreshness(self.redis, self.keys),
             safe_mode=SafeMode(token, aes_key, app_id) if aes_key else None,
             passive_reply_s=s.wechat_passive_reply_s,
             acks=self.peak,

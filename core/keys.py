@@ -231,6 +231,10 @@ class Keys:
         """The Official Account's access token, shared by every process until it expires."""
         return f"{self.tag}:wechat:token:{app_id}"
 
+    def wechat_nonce(self, signature: str) -> str:
+        """Set while a signed WeChat request (its timestamp and nonce) counts as used."""
+        return f"{self.tag}:wechat:nonce:{signature}"
+
     def provider(self, name: str) -> str:
         """The LLM provider's shared limits: rpm, tpm, leases, factor, cut_at."""
         return f"{self.tag}:provider:{name}"

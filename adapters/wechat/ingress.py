@@ -12,6 +12,12 @@ the acknowledgement (ticket and estimate) instead of ``success``. Other message 
 short text reply at once; the subscribe event a greeting; other
 events ``success``. With ``encrypt_type=aes`` (safe mode) pushes are decrypted after their
 ``msg_signature`` is checked, and passive replies are encrypted.
+
+The query's signature does not cover the body, so it is good once and near its time
+(:mod:`adapters.wechat.freshness`), and once an EncodingAESKey is configured only encrypted
+pushes are taken: only ``msg_signature`` ties a body to WeChat. The checks run in the order
+signature, timestamp, ``msg_signature``, nonce memory, so that nothing unauthenticated is
+remembered.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import time
 from typing import Any, Final, Protocol
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from adapters.wechat.crypto import SafeMode, WeChatCryptoError, WeChatSignatureError, verify
+from adapters.wechat.freshness import PushFreshness
 from adapters.wechat.messages import (
     MAX_XML_BYTES,
     WeChatXmlError,
@@ -76,6 +84,7 @@ class WeChatIngress:
         metrics: Metrics,
         *,
         token: str,
+        freshness: PushFreshness,
         safe_mode: SafeMode | None = None,
         passive_reply_s: float = 4.0,
         acks: Acknowledger | None = None,
@@ -85,6 +94,7 @@ class WeChatIngress:
         self.waiter = waiter
         self.metrics = metrics
         self.token = token
+        self.freshness = freshness
         self.safe_mode = safe_mode
         self.passive_reply_s = passive_reply_s
         self.acks = acks
@@ -97,58 +107,47 @@ class WeChatIngress:
         return web.json_response({"error": message}, status=status)
 
     async def check_url(self, request: web.Request) -> web.Response:
-        """The URL check WeChat makes when the server is configured: echo ``echostr``."""
-        query = request.query
+        """The URL check WeChat makes when the server is configured: echo ``echostr``, for a
+        valid and fresh signature that was not used before."""
         try:
-            verify(
-                query.get("signature"),
-                self.token,
-                query.get("timestamp", ""),
-                query.get("nonce", ""),
-            )
+            signed = self._authenticate(request.query)
         except WeChatSignatureError as exc:
             return self._reject("unauthorized", 401, str(exc))
-        return web.Response(text=query.get("echostr", ""))
+        refused = await self._first_use(signed, request.query["timestamp"])
+        if refused is not None:
+            return refused
+        return web.Response(text=request.query.get("echostr", ""))
+
+    def _authenticate(self, query: MultiMapping[str]) -> str:
+        """The query's signature once it is valid and fresh (WeChatSignatureError if not)."""
+        signed = query.get("signature")
+        timestamp = query.get("timestamp", "")
+        verify(signed, self.token, timestamp, query.get("nonce", ""))
+        self.freshness.check_time(timestamp)
+        assert signed is not None  # verify() refuses a missing one
+        return signed
+
+    async def _first_use(self, signed: str, timestamp: str) -> web.Response | None:
+        """None when the signed query is used for the first time; else the refusal (401, or
+        503 when the nonce memory is out of reach: WeChat retries)."""
+        try:
+            await self.freshness.claim(signed, timestamp)
+        except WeChatSignatureError as exc:
+            return self._reject("unauthorized", 401, str(exc))
+        except StoreUnavailable:
+            return self._reject("store_unavailable", 503, "cannot check the nonce, retry")
+        return None
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.monotonic()
         query = request.query
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        try:
-            verify(query.get("signature"), self.token, timestamp, nonce)
-        except WeChatSignatureError as exc:
-            return self._reject("unauthorized", 401, str(exc))
-        if request.content_length is not None and request.content_length > MAX_XML_BYTES:
-            return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
-        try:
-            body = await read_limited(request.content, MAX_XML_BYTES)
-        except (ValueError, ConnectionError) as exc:  # a broken gzip, a client gone...
-            return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
-        if body is None:
-            return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
         encrypted = query.get("encrypt_type") == "aes"
-        if encrypted and self.safe_mode is None:
-            return self._reject("invalid", 400, "safe mode push but WECHAT_AES_KEY is not set")
-        try:
-            fields = parse(body)
-            if encrypted:
-                assert self.safe_mode is not None
-                inner = self.safe_mode.decrypt(
-                    fields.get("Encrypt", ""), query.get("msg_signature"), timestamp, nonce
-                )
-                fields = parse(inner.encode())
-        except WeChatSignatureError as exc:
-            return self._reject("unauthorized", 401, str(exc))
-        except (WeChatXmlError, WeChatCryptoError) as exc:
-            return self._reject("invalid", 400, str(exc))
-        openid, account = fields.get("FromUserName", ""), fields.get("ToUserName", "")
-        if not openid or not account:
-            return self._reject("invalid", 400, "FromUserName and ToUserName are required")
-        if max(len(openid), len(account), len(fields.get("MsgId", ""))) > MAX_ID_LENGTH:
-            return self._reject(
-                "invalid", 400, f"FromUserName, ToUserName, MsgId: over {MAX_ID_LENGTH} characters"
-            )
-
+        checked = await self._checked_push(request, encrypted)
+        if isinstance(checked, web.Response):
+            return checked
+        fields, signed = checked
+        openid, account = fields["FromUserName"], fields["ToUserName"]
         kind = fields.get("MsgType", "")
         if kind == "event":
             event = fields.get("Event", "").lower()
@@ -173,7 +172,9 @@ class WeChatIngress:
         try:
             admission = await self.queue.admit(message, priority, wait_until=passive_until)
         except (AdmissionRefused, StoreUnavailable):
-            # Not stored: a 5xx makes WeChat try again (3 tries in all).
+            # Not stored: a 5xx makes WeChat try again (3 tries in all), maybe with the same
+            # query: the nonce must be good for that retry.
+            await self.freshness.release(signed)
             return self._reject("store_unavailable", 503, "not stored, retry")
         if admission.status == "duplicate":
             self.metrics.duplicates.labels(CHANNEL).inc()
@@ -194,6 +195,54 @@ class WeChatIngress:
             ack = self.acks.acknowledgement(priority, message.metadata.locale)
         text = ack.format(ticket=admission.ticket_id) if ack else None
         return self._passive(fields, text, timestamp, nonce, encrypted)
+
+    async def _checked_push(
+        self, request: web.Request, encrypted: bool
+    ) -> tuple[dict[str, str], str] | web.Response:
+        """The fields of an authentic push seen for the first time, and its signature; or
+        the refusal. The nonce memory comes last: a request failing an earlier check is not
+        remembered (junk cannot fill the memory or use up WeChat's nonces)."""
+        query = request.query
+        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+        try:
+            signed = self._authenticate(query)
+        except WeChatSignatureError as exc:
+            return self._reject("unauthorized", 401, str(exc))
+        if self.safe_mode is not None and not encrypted:
+            # The query's signature does not cover the body: only msg_signature does.
+            return self._reject(
+                "unauthorized", 401, "safe mode is on: only encrypt_type=aes pushes are taken"
+            )
+        if encrypted and self.safe_mode is None:
+            return self._reject("invalid", 400, "safe mode push but WECHAT_AES_KEY is not set")
+        if request.content_length is not None and request.content_length > MAX_XML_BYTES:
+            return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
+        try:
+            body = await read_limited(request.content, MAX_XML_BYTES)
+        except (ValueError, ConnectionError) as exc:  # a broken gzip, a client gone...
+            return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
+        if body is None:
+            return self._reject("too_large", 413, f"body over {MAX_XML_BYTES} bytes")
+        try:
+            fields = parse(body)
+            if self.safe_mode is not None:
+                inner = self.safe_mode.decrypt(
+                    fields.get("Encrypt", ""), query.get("msg_signature"), timestamp, nonce
+                )
+                fields = parse(inner.encode())
+        except WeChatSignatureError as exc:
+            return self._reject("unauthorized", 401, str(exc))
+        except (WeChatXmlError, WeChatCryptoError) as exc:
+            return self._reject("invalid", 400, str(exc))
+        openid, account = fields.get("FromUserName", ""), fields.get("ToUserName", "")
+        if not openid or not account:
+            return self._reject("invalid", 400, "FromUserName and ToUserName are required")
+        if max(len(openid), len(account), len(fields.get("MsgId", ""))) > MAX_ID_LENGTH:
+            return self._reject(
+                "invalid", 400, f"FromUserName, ToUserName, MsgId: over {MAX_ID_LENGTH} characters"
+            )
+        refused = await self._first_use(signed, timestamp)
+        return refused if refused is not None else (fields, signed)
 
     def _passive(
         self,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlencode
 
 import fakeredis
 import pytest
@@ -42,6 +44,7 @@ from hypothesis import HealthCheck, settings
 from redis.asyncio import Redis
 
 from adapters.telegram.ingress import SECRET_HEADER
+from adapters.wechat.crypto import SafeMode
 from adapters.wechat.crypto import signature as wechat_signature
 from bots.runtime import Runtime
 from core.keys import Keys
@@ -65,6 +68,10 @@ __all__ = [
     "is_protocol_rejection",
     "no_errors_logged",
     "request_bytes",
+    "wechat_fresh",
+    "wechat_nonce",
+    "wechat_sealed",
+    "wechat_target",
 ]
 
 ADMIN_TOKEN = "admin-fuzz-token-5f0c"
@@ -99,7 +106,7 @@ class Answer:
 
 class FuzzStack:
     """``async with FuzzStack() as stack``: peakdesk serving the webhook, Telegram (webhook
-    mode), Slack and WeChat (safe mode available) on 127.0.0.1, on the embedded fakeredis.
+    mode), Slack and WeChat (in safe mode) on 127.0.0.1, on the embedded fakeredis.
 
     Gateway-only (no workers): what is fuzzed is the way in. The fakes of the Slack and
     Telegram APIs answer the calls made at start-up and on the first Slack request. Served
@@ -108,7 +115,7 @@ class FuzzStack:
     """
 
     def __init__(self, **overrides: Any) -> None:
-        self.overrides = overrides
+        self.overrides = {"wechat_aes_key": AES_KEY, **overrides}  # safe mode, unless None
         self._exit = contextlib.AsyncExitStack()
         self.redis: Redis = fakeredis.FakeAsyncRedis(
             server=fakeredis.FakeServer(), decode_responses=True, max_connections=100_000
@@ -131,7 +138,6 @@ class FuzzStack:
             wechat_token=WECHAT_TOKEN,
             wechat_app_id=APP_ID,
             wechat_app_secret=APP_SECRET,
-            wechat_aes_key=AES_KEY,
             wechat_api_base="http://127.0.0.1:9",  # never called: no workers, no outbox
             wechat_passive_reply_s=0.05,  # a text push waits this long for its answer
             peakdesk_admin_token=ADMIN_TOKEN,
@@ -225,12 +231,40 @@ def credentials(path: str) -> tuple[str, list[tuple[str, str]]]:
     if path == "/telegram/webhook":
         return path, [(SECRET_HEADER, TELEGRAM_SECRET)]
     if path == "/wechat":
-        ts = str(int(time.time()))
-        signature = wechat_signature(WECHAT_TOKEN, ts, "n")
-        return f"/wechat?signature={signature}&timestamp={ts}&nonce=n", []
+        # Safe mode (the stack has an EncodingAESKey): msg_signature is checked once the body
+        # is read, as it covers the body's Encrypt field.
+        return wechat_target(wechat_fresh(), encrypt_type="aes", msg_signature="0" * 40), []
     if path == "/admin/forget":
         return path, [("Authorization", f"Bearer {ADMIN_TOKEN}")]
     return path, []
+
+
+_wechat_nonces = itertools.count()
+
+
+def wechat_nonce() -> str:
+    """A nonce no other request of this run has: the stack takes each signed query once."""
+    return f"n{next(_wechat_nonces)}"
+
+
+def wechat_fresh() -> tuple[str, str]:
+    """A timestamp of now and an unused nonce."""
+    return str(int(time.time())), wechat_nonce()
+
+
+def wechat_target(signed: tuple[str, str], **extra: str) -> str:
+    """``/wechat`` with the signature of ``signed`` (timestamp, nonce) and ``extra``."""
+    ts, nonce = signed
+    params = {"signature": wechat_signature(WECHAT_TOKEN, ts, nonce), "timestamp": ts}
+    return "/wechat?" + urlencode({**params, "nonce": nonce, **extra})
+
+
+def wechat_sealed(xml: str) -> tuple[str, bytes]:
+    """A safe-mode push of ``xml`` as WeChat sends it to the stack: its target and body."""
+    signed = wechat_fresh()
+    encrypted, msg_signature = SafeMode(WECHAT_TOKEN, AES_KEY, APP_ID).encrypt(xml, *signed)
+    target = wechat_target(signed, encrypt_type="aes", msg_signature=msg_signature)
+    return target, f"<xml><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>".encode()
 
 
 def request_bytes(

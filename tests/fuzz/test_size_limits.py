@@ -27,6 +27,7 @@ from tests.fuzz.harness import (
     is_protocol_rejection,
     no_errors_logged,
     request_bytes,
+    wechat_sealed,
 )
 from tests.fuzz.strategies import dumps
 from tests.fuzz.test_webhook_fuzz import CALLBACK, Signing
@@ -114,20 +115,21 @@ async def test_a_telegram_text_has_at_most_4096_characters_inside_a_body_that_fi
 async def test_a_wechat_text_is_cut_to_4000_characters_and_long_ids_are_refused(
     stack: FuzzStack,
 ) -> None:
-    target, _ = credentials("/wechat")
-
-    def push(content: str, msg_id: str = "7", openid: str = "oSize") -> bytes:
+    def push(content: str, msg_id: str = "7", openid: str = "oSize") -> str:
         return (
             f"<xml><ToUserName>gh</ToUserName><FromUserName>{openid}</FromUserName>"
             f"<MsgType>text</MsgType><Content>{content}</Content><MsgId>{msg_id}</MsgId></xml>"
-        ).encode()
+        )
 
-    answer = await stack.send("POST", target, (), push("x" * 60_000))
+    # Sealed (safe mode), 40 000 characters still fit in 64 KiB of base64.
+    target, body = wechat_sealed(push("x" * 40_000))
+    answer = await stack.send("POST", target, (), body)
     assert answer.status == 200, answer
     queued = await stack.runtime.queue.read("size-test", 100)
     assert [len(e.message.text) for e in queued if e.message.channel == "wechat"] == [4000]
     for too_long in (push("hi", msg_id="9" * 129), push("hi", openid="o" * 129)):
-        assert_clean(await stack.send("POST", target, (), too_long), {400})
+        target, body = wechat_sealed(too_long)
+        assert_clean(await stack.send("POST", target, (), body), {400})
 
 
 async def test_an_admin_forget_body_over_4_kib_is_413(stack: FuzzStack) -> None:

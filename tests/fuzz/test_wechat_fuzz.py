@@ -5,8 +5,13 @@ and bad ciphertexts, wrong accounts, wrong ``msg_signature``).
 
 Documented answers (README, "WeChat Official Account"): the URL check echoes ``echostr`` for a
 valid signature, else 401; a push is answered 200 (``success`` or the passive XML reply),
-401 for a wrong signature, 400 for anything but WeChat's XML envelope (no DTDs, entity
-expansion or external entities), 413 over 64 KiB.
+401 for a wrong, stale or reused signature, 400 for anything but WeChat's XML envelope (no
+DTDs, entity expansion or external entities), 413 over 64 KiB; in safe mode (an
+EncodingAESKey, the stack's) a plain push is 401 whatever its body.
+
+Each signed query is taken once: every example's nonce ends with one of its own
+(:attr:`Signed.nonce`), so that a valid example still reaches the parser.
+Plain pushes are fuzzed on a second stack without an EncodingAESKey.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes
 
 import pytest
+import pytest_asyncio
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -33,6 +39,10 @@ from tests.fuzz.harness import (
     FuzzStack,
     assert_clean,
     no_errors_logged,
+    wechat_fresh,
+    wechat_nonce,
+    wechat_sealed,
+    wechat_target,
 )
 from tests.fuzz.strategies import header_values, nasty_strings, strings, texts
 
@@ -57,13 +67,20 @@ def query(params: Mapping[str, str | bytes]) -> str:
 
 @dataclass(frozen=True)
 class Signed:
-    """The signature parameters: ``valid`` (of the drawn timestamp and nonce), ``wrong``,
-    ``missing``, or ``raw`` (the given bytes as the signature)."""
+    """The signature parameters: ``valid`` (of the drawn timestamp and nonce), ``stale`` (as
+    valid, of a timestamp outside the window), ``wrong``, ``missing``, or ``raw`` (the given
+    bytes as the signature)."""
 
     kind: str
     timestamp: bytes
-    nonce: bytes
+    drawn_nonce: bytes
     raw: bytes = b""
+    # The service takes each signed query once: every example's nonce ends with its own.
+    unique: bytes = field(default_factory=lambda: wechat_nonce().encode())
+
+    @property
+    def nonce(self) -> bytes:
+        return self.drawn_nonce + self.unique
 
     @property
     def parts(self) -> tuple[str, str]:
@@ -86,12 +103,18 @@ class Signed:
 
 
 now = st.builds(lambda: str(int(time.time())).encode())
+# Outside the 300 s window, either way, by at least a second and up to a year.
+stale_times = st.builds(
+    lambda skew: str(int(time.time()) + skew).encode(),
+    st.one_of(st.integers(-(10**8), -302), st.integers(302, 10**8)),
+)
 nonces = st.one_of(st.just(b"nonce42"), st.text(min_size=1, max_size=20).map(utf8))
 valid = st.builds(Signed, st.just("valid"), now, nonces)
 signed = st.one_of(
     valid,
     valid,
     valid,
+    st.builds(Signed, st.just("stale"), stale_times, nonces),
     st.builds(
         Signed,
         st.sampled_from(["wrong", "missing"]),
@@ -219,14 +242,29 @@ async def test_the_url_check_echoes_only_for_a_valid_signature(
         assert answer.status == 401, answer
 
 
+async def send_push(
+    running: FuzzStack, caplog: pytest.LogCaptureFixture, signed_: Signed, body: bytes
+) -> Answer:
+    """POST ``body`` with the query of ``signed_``; no error may be logged."""
+    with no_errors_logged(caplog):
+        answer = await running.send("POST", "/wechat?" + query(signed_.params()), (), body)
+    event(f"HTTP {answer.status}")
+    return answer
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def plain_stack() -> AsyncIterator[FuzzStack]:
+    """The same service without an EncodingAESKey: plain pushes are taken."""
+    async with FuzzStack(wechat_aes_key=None) as running:
+        yield running
+
+
 @FUZZ
 @given(signed_=signed, body=xml_bodies)
 async def test_no_push_gets_a_5xx_or_crashes_the_handler(
-    stack: FuzzStack, caplog: pytest.LogCaptureFixture, signed_: Signed, body: bytes
+    plain_stack: FuzzStack, caplog: pytest.LogCaptureFixture, signed_: Signed, body: bytes
 ) -> None:
-    with no_errors_logged(caplog):
-        answer = await stack.send("POST", "/wechat?" + query(signed_.params()), (), body)
-    event(f"HTTP {answer.status}")
+    answer = await send_push(plain_stack, caplog, signed_, body)
     assert_push_answer(answer)
     if signed_.kind != "valid":
         assert answer.status == 401, answer
@@ -235,12 +273,18 @@ async def test_no_push_gets_a_5xx_or_crashes_the_handler(
 @FUZZ
 @given(signed_=valid, body=xml_bodies)
 async def test_signed_pushes_are_answered_or_refused_with_a_reason(
+    plain_stack: FuzzStack, caplog: pytest.LogCaptureFixture, signed_: Signed, body: bytes
+) -> None:
+    answer = await send_push(plain_stack, caplog, signed_, body)
+    assert_push_answer(answer, {200, 400, 413})
+
+
+@FUZZ
+@given(signed_=signed, body=xml_bodies)
+async def test_in_safe_mode_a_plain_push_is_refused_whatever_its_body(
     stack: FuzzStack, caplog: pytest.LogCaptureFixture, signed_: Signed, body: bytes
 ) -> None:
-    with no_errors_logged(caplog):
-        answer = await stack.send("POST", "/wechat?" + query(signed_.params()), (), body)
-    event(f"HTTP {answer.status}")
-    assert_push_answer(answer, {200, 400, 413})
+    assert_push_answer(await send_push(stack, caplog, signed_, body), {401})
 
 
 ciphertexts = st.one_of(
@@ -282,12 +326,21 @@ async def test_no_safe_mode_push_gets_a_5xx_or_crashes_the_handler(
     assert_push_answer(answer)
 
 
-async def test_wechat_still_answers_after_the_fuzzing(stack: FuzzStack) -> None:
-    await stack.still_serves()
-    ts = str(int(time.time()))
-    params = {"signature": signature(WECHAT_TOKEN, ts, "n"), "timestamp": ts, "nonce": "n"}
-    answer = await stack.send("GET", "/wechat?" + query(params | {"echostr": "hi"}))
-    assert answer.status == 200 and answer.body == b"hi"
+async def test_wechat_still_answers_after_the_fuzzing(
+    stack: FuzzStack, plain_stack: FuzzStack
+) -> None:
+    for running in (stack, plain_stack):
+        await running.still_serves()
+        answer = await running.send("GET", wechat_target(wechat_fresh(), echostr="hi"))
+        assert answer.status == 200 and answer.body == b"hi"
     push = envelope({"ToUserName": "gh", "FromUserName": "o1", "MsgType": "image"}, True)
-    answer = await stack.send("POST", "/wechat?" + query(params), (), push)
+    answer = await plain_stack.send("POST", wechat_target(wechat_fresh()), (), push)
     assert answer.status == 200 and parse(answer.body)["ToUserName"] == "o1"
+    target, body = wechat_sealed(push.decode())
+    answer = await stack.send("POST", target, (), body)
+    assert answer.status == 200, answer
+    reply = parse(answer.body)
+    inner = SAFE_MODE.decrypt(
+        reply["Encrypt"], reply["MsgSignature"], reply["TimeStamp"], reply["Nonce"]
+    )
+    assert parse(inner.encode())["ToUserName"] == "o1"

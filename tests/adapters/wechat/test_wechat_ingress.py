@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +17,7 @@ from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 
 from adapters.wechat.crypto import SafeMode, signature
+from adapters.wechat.freshness import PushFreshness
 from adapters.wechat.ingress import GREETING, TEXT_ONLY, WeChatIngress
 from adapters.wechat.messages import parse
 from core.keys import Keys
@@ -66,33 +69,70 @@ def push(
     return "<xml>" + "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in fields.items()) + "</xml>"
 
 
-def signed(**extra: str) -> dict[str, str]:
-    ts, nonce = str(int(time.time())), "nonce42"
+def signed(at: int | None = None, **extra: str) -> dict[str, str]:
+    """A query signature made at ``at`` (now by default), with a nonce of its own: each
+    signed query is taken once."""
+    ts, nonce = str(int(time.time()) if at is None else at), secrets.token_hex(6)
     return {"signature": signature(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce, **extra}
 
 
-@pytest.fixture
-async def service(redis: Redis, keys: Keys) -> AsyncIterator[tuple[str, PriorityQueue, Answers]]:
-    queue = PriorityQueue(redis, keys, flood=FloodLimit(3, 60))
-    await queue.ensure_groups()
-    answers = Answers()
+def sealed(xml: str, query: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """A safe-mode push sealed by wechatpy, and its query (``query``'s, or a fresh one)."""
+    query = query or signed()
+    envelope = WeChatCrypto(TOKEN, AES_KEY, APP_ID).encrypt_message(
+        xml, query["nonce"], query["timestamp"]
+    )
+    msg_signature = parse(envelope.encode())["MsgSignature"]
+    return envelope, {**query, "encrypt_type": "aes", "msg_signature": msg_signature}
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    redis: Redis, keys: Keys, queue: PriorityQueue, waiter: Answers, **options: Any
+) -> AsyncIterator[str]:
+    """The push endpoint on a loopback port: its URL."""
     ingress = WeChatIngress(
         queue,
         PriorityDetector(),
-        answers,
+        waiter,
         Metrics(),
         token=TOKEN,
-        safe_mode=SafeMode(TOKEN, AES_KEY, APP_ID),
-        passive_reply_s=1.0,
+        freshness=PushFreshness(redis, keys),
+        **options,
     )
     app = web.Application()
     app.add_routes(ingress.routes())
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
-        yield str(server.make_url("/wechat")), queue, answers
+        yield str(server.make_url("/wechat"))
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def service(redis: Redis, keys: Keys) -> AsyncIterator[tuple[str, PriorityQueue, Answers]]:
+    """Plain mode (no EncodingAESKey)."""
+    queue = PriorityQueue(redis, keys, flood=FloodLimit(3, 60))
+    await queue.ensure_groups()
+    answers = Answers()
+    async with serving(redis, keys, queue, answers, passive_reply_s=1.0) as url:
+        yield url, queue, answers
+
+
+@pytest.fixture
+async def safe_service(
+    redis: Redis, keys: Keys
+) -> AsyncIterator[tuple[str, PriorityQueue, Answers]]:
+    """Safe mode (an EncodingAESKey): only encrypted pushes are taken."""
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    answers = Answers()
+    safe_mode = SafeMode(TOKEN, AES_KEY, APP_ID)
+    async with serving(
+        redis, keys, queue, answers, safe_mode=safe_mode, passive_reply_s=1.0
+    ) as url:
+        yield url, queue, answers
 
 
 async def post(url: str, body: str, query: dict[str, str]) -> tuple[int, str]:
@@ -131,31 +171,24 @@ async def test_a_text_push_is_queued_and_answered_passively_when_ready(service: 
     assert await queue.read("c", 10) == []  # queued once
 
 
-async def test_safe_mode_push_and_reply_round_trip_with_wechatpy(service: Any) -> None:
-    url, queue, answers = service
+async def test_safe_mode_push_and_reply_round_trip_with_wechatpy(safe_service: Any) -> None:
+    url, queue, answers = safe_service
     peer = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
-    ts, nonce = str(int(time.time())), "n9"
-    envelope = peer.encrypt_message(push("怎么退款", msg_id="777"), nonce, ts)
-    fields = parse(envelope.encode())
-    query = {
-        "signature": signature(TOKEN, ts, nonce),
-        "timestamp": ts,
-        "nonce": nonce,
-        "encrypt_type": "aes",
-        "msg_signature": fields["MsgSignature"],
-    }
-    answers.ready = {}
+    envelope, query = sealed(push("怎么退款", msg_id="777"))
     status, body = await post(url, envelope, query)
     assert (status, body) == (200, "success")
     [entry] = await queue.read("c", 10)
     assert entry.message.text == "怎么退款"
     answers.ready[entry.ticket_id] = "退款会在3-5个工作日内原路退回"
+    envelope, query = sealed(push("怎么退款", msg_id="777"))  # WeChat's retry
     status, body = await post(url, envelope, query)
-    sealed = parse(body.encode())
-    plain = peer.decrypt_message(body, sealed["MsgSignature"], sealed["TimeStamp"], sealed["Nonce"])
+    reply = parse(body.encode())
+    plain = peer.decrypt_message(body, reply["MsgSignature"], reply["TimeStamp"], reply["Nonce"])
     assert parse_message(plain).content == "退款会在3-5个工作日内原路退回"
+    envelope, query = sealed(push("怎么退款", msg_id="778"))
     tampered = {**query, "msg_signature": "0" * 40}
     assert (await post(url, envelope, tampered))[0] == 401
+    assert (await post(url, push(msg_id="779"), signed()))[0] == 401  # plain: refused
 
 
 async def test_other_types_and_events_get_a_short_reply_and_are_not_queued(service: Any) -> None:
@@ -176,7 +209,7 @@ async def test_other_types_and_events_get_a_short_reply_and_are_not_queued(servi
         ("<xml><MsgType>text</MsgType></xml>", None, 400),
         (push(content=""), None, 400),
         ("<xml>" + "<a>x</a>" * 10000 + "</xml>", None, 413),
-        (push(), {"encrypt_type": "aes", "msg_signature": "0" * 40}, 401),
+        (push(), {"encrypt_type": "aes", "msg_signature": "0" * 40}, 400),  # no AES key
         (push(), {"signature": "\u00e9" * 40}, 401),  # not ASCII: once a 500
         (push(msg_id="9" * 129), None, 400),  # ids become store keys: 128 characters at most
         (push(FromUserName="o" * 129), None, 400),
@@ -215,21 +248,7 @@ async def test_under_a_backlog_the_passive_reply_is_the_acknowledgement(
 ) -> None:
     queue = PriorityQueue(redis, keys)
     await queue.ensure_groups()
-    ingress = WeChatIngress(
-        queue,
-        PriorityDetector(),
-        Answers(),
-        Metrics(),
-        token=TOKEN,
-        passive_reply_s=0.2,
-        acks=Busy(),
-    )
-    app = web.Application()
-    app.add_routes(ingress.routes())
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        url = str(server.make_url("/wechat"))
+    async with serving(redis, keys, queue, Answers(), passive_reply_s=0.2, acks=Busy()) as url:
         _, body = await post(url, push("我要退款", msg_id="901"), signed())
         [entry] = await queue.read("c", 10)
         assert (
@@ -237,8 +256,6 @@ async def test_under_a_backlog_the_passive_reply_is_the_acknowledgement(
         )
         retry = await post(url, push("我要退款", msg_id="901"), signed())
         assert retry == (200, "success")  # the acknowledgement went with the first push
-    finally:
-        await server.close()
 
 
 async def test_over_the_flood_limit_only_the_first_push_waits_for_its_notice(
