@@ -1,9 +1,10 @@
 """The reply handler: turns one queued message into its one reply, or passes it to people.
 
 Messages sent to the model: the system prompt, the conversation's history, product information
-when ``metadata.product_id`` is known, then the customer's text. A failed LLM call becomes an
-apology that says what happens next, with the ticket id and an error code: a customer is never
-left without an answer.
+when ``metadata.product_id`` is known, then the customer's text; for an answer shared by intent
+at a peak, the system prompt and the intent's canonical question only (:mod:`core.canonical`,
+see ``ReplyHandler._shared_question``). A failed LLM call becomes an apology that says what
+happens next, with the ticket id and an error code: a customer is never left without an answer.
 
 With a staffed desk (:class:`core.handover.HandoverDesk`) the handler also hands conversations
 to people: when the customer asks for a person (the ``contact_human_agent`` intent), when the
@@ -315,9 +316,13 @@ class ReplyHandler:
         # prompt (``_prompt``) holds the system prompt, no history, no product, of the
         # customer context only the locale, which the key holds, and the text, which is the
         # same (up to case and spacing) for everyone who shares the key. An answer the model
-        # built with a personal tool is not shared (``_answer_with_llm``).
+        # built with a personal tool is not shared (``_answer_with_llm``). "text" sets these
+        # keys apart from every other: earlier versions cached answers shared by intent,
+        # written from a customer's own words, under the key the text "intent:<name>" would
+        # have here, and a customer typing that must not read one left from before an upgrade.
         key = response_cache_digest(
             "shared",
+            "text",
             normalise_text(message.text),
             locale,
             self.system_prompt,
