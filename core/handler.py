@@ -351,7 +351,10 @@ class ReplyHandler:
             await self.state.store_answer(digest, text)
             return text, ReplySource.LLM
         flight = self._flights.get(shared)
-        if flight is not None:  # the same question is being answered in this process
+        # The same question is being answered in this process. Not if we hold the flight: a
+        # follower whose lookup reply was read before ours may have registered first, and it
+        # waits for us (waiting for it, nobody would answer until the flight lapsed).
+        if flight is not None and found != "lead":
             async with slot_released():
                 answered = await asyncio.shield(flight)
             if answered is not None:
@@ -396,7 +399,8 @@ class ReplyHandler:
         finally:
             if not future.done():  # cancelled: followers answer on their own
                 future.set_result(None)
-            self._flights.pop(shared, None)
+            if self._flights.get(shared) is future:  # a leader may have registered since
+                del self._flights[shared]
             if leading:
                 await self.state.end_flight(shared)
 
