@@ -420,7 +420,8 @@ class ReplyHandler:
             if text is not None:
                 return text
             if not await self.state.flight_open(key):
-                return None
+                # The answer may have been stored, and the flight ended, since we looked.
+                return await self.state.cached_response(key)
         return None
 
     def _prompt(
