@@ -1,9 +1,10 @@
 """The reply handler: turns one queued message into its one reply, or passes it to people.
 
 Messages sent to the model: the system prompt, the conversation's history, product information
-when ``metadata.product_id`` is known, then the customer's text. A failed LLM call becomes an
-apology that says what happens next, with the ticket id and an error code: a customer is never
-left without an answer.
+when ``metadata.product_id`` is known, then the customer's text; for an answer shared by intent
+at a peak, the system prompt and the intent's canonical question only (:mod:`core.canonical`,
+see ``ReplyHandler._shared_question``). A failed LLM call becomes an apology that says what
+happens next, with the ticket id and an error code: a customer is never left without an answer.
 
 With a staffed desk (:class:`core.handover.HandoverDesk`) the handler also hands conversations
 to people: when the customer asks for a person (the ``contact_human_agent`` intent), when the
@@ -19,12 +20,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from redis.exceptions import RedisError
 
 from core.aio import slot_released
+from core.canonical import canonical_prompt
 from core.circuit import OPEN as OPEN_CIRCUIT
 from core.circuit import CircuitBreaker
 from core.errors import LLMError
@@ -45,7 +47,7 @@ from core.priority import Detection, PriorityDetector
 from core.shop import Shop, ShopUnavailable
 from core.state import ConversationState, Snapshot, Turn, normalise_text, response_cache_digest
 from core.templates import TemplateAnswers, TemplateMode
-from core.tools import TOOL_SPECS, CustomerTools
+from core.tools import CustomerTools, ShopTools
 
 log = logging.getLogger("peakdesk.handler")
 
@@ -98,6 +100,17 @@ APOLOGY = {
         "客服人员会尽快在此回复您。（错误 {code}）"
     ),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SharedQuestion:
+    """A question whose answer every customer asking it may get (see ``_shared_question``)."""
+
+    key: str  # of the shared answer in the response cache (and of its single flight)
+    # By intent: the canonical prompt and the tools it may use (none of any customer's). None:
+    # shared by the same text, answered from the asker's own prompt (identical for all).
+    prompt: list[dict[str, Any]] | None = None
+    tools: ShopTools | None = None
 
 
 class ChatClient(Protocol):
@@ -217,17 +230,19 @@ class ReplyHandler:
             self.system_prompt,
             plan.model or self.model,
         )
-        shared = self._shared_digest(entry, snapshot, detection, context, plan)
-        found, text = await self.state.lookup(digest, shared, FLIGHT_TTL_S)
+        shared = self._shared_question(entry, snapshot, detection, context, plan)
+        shared_key = shared.key if shared is not None else None
+        found, text = await self.state.lookup(digest, shared_key, FLIGHT_TTL_S)
         source = ReplySource.CACHE
         if text is None:
+            if shared is not None and shared.prompt is not None:
+                prompt, prompt_tools = shared.prompt, shared.tools
+            else:
+                prompt = self._prompt(message.text, history, product, context, tools)
+                prompt_tools = tools
             try:
                 text, source = await self._answer_with_llm(
-                    found,
-                    digest,
-                    shared,
-                    lambda: self._complete(entry, history, product, context, tools, plan),
-                    tools,
+                    entry, found, digest, shared_key, prompt, prompt_tools, plan
                 )
             except LLMError as exc:
                 if self.template_mode == "fallback":
@@ -250,65 +265,96 @@ class ReplyHandler:
                 return await self._hand_over(entry, reason, text, source, snapshot, detection)
         return self._reply(entry, text, source)
 
-    def _shared_digest(
+    def _shared_question(
         self,
         entry: QueuedMessage,
         snapshot: Snapshot,
         detection: Detection,
         context: dict[str, str],
         plan: Plan,
-    ) -> str | None:
-        """The key of an answer any customer may share, or None when this one is personal:
-        the conversation has history or customer context, or names an order or product.
+    ) -> SharedQuestion | None:
+        """How this message's answer is shared with other customers, or None when it is
+        personal: the conversation has history or customer context, or names an order or
+        product (then nothing of it is shared, and it gets nothing shared).
 
         The same normalised text shares an answer always; in peak mode (ladder level 1 and
         up) so does the same intent in the same language: at 500x traffic thousands ask how
-        refunds work in their own words, and one answer serves them all. Not when the
-        language is unknown (a German answer must not reach an English asker), nor when the
-        question carries details of its own (numbers, an address): the answer, written for
-        the first asker, would carry them to everyone.
+        refunds work in their own words, and one answer serves them all. That answer is the
+        model's answer to the intent's canonical question (``core.canonical``), never to a
+        customer's own words, and the asker gets it too. Not when the language is unknown (a
+        German answer must not reach an English asker), nor when the question carries details
+        of its own (numbers, an address, a long story): the generic answer would not answer it.
         """
         message = entry.message
         personal = {key: value for key, value in context.items() if key != "locale"}
         if snapshot.history or personal or snapshot.product is not None or detection.order_id:
             return None
         locale = message.metadata.locale or ""
+        model = plan.model or self.model
         lang = spoken_language(message.text, locale)
-        by_intent = (
-            plan.level >= 1
-            and detection.intent not in UNSHARED_INTENTS
+        prompt = (
+            canonical_prompt(
+                self.system_prompt, detection.intent, lang, shop_tools=self.shop is not None
+            )
+            if plan.level >= 1
             and lang is not None
+            and detection.intent not in UNSHARED_INTENTS
             and len(message.text) <= GENERIC_MAX_CHARS
             and not _DETAILS.search(message.text)
+            else None
         )
-        return response_cache_digest(
+        if prompt is not None:
+            # Shared by intent. Why no customer's data can reach another: the prompt holds the
+            # system prompt, the canonical question and a checked language code, nothing any
+            # customer wrote or is; its tools read the shop's products and policies only. The
+            # key is a digest of exactly that prompt, the model and the tools offered.
+            tools = ShopTools(self.shop, lang) if self.shop is not None else None
+            offered = [spec["function"]["name"] for spec in tools.specs] if tools else []
+            key = response_cache_digest("shared", "canonical", prompt, model, offered)
+            return SharedQuestion(key, prompt, tools)
+        # Shared by the same text. Why no customer's data can reach another: the asker's
+        # prompt (``_prompt``) holds the system prompt, no history, no product, of the
+        # customer context only the locale, which the key holds, and the text, which is the
+        # same (up to case and spacing) for everyone who shares the key. An answer the model
+        # built with a personal tool is not shared (``_answer_with_llm``). "text" sets these
+        # keys apart from every other: earlier versions cached answers shared by intent,
+        # written from a customer's own words, under the key the text "intent:<name>" would
+        # have here, and a customer typing that must not read one left from before an upgrade.
+        key = response_cache_digest(
             "shared",
-            f"intent:{detection.intent}" if by_intent else normalise_text(message.text),
-            lang if by_intent else locale,
+            "text",
+            normalise_text(message.text),
+            locale,
             self.system_prompt,
-            plan.model or self.model,
+            model,
             "tools" if self.shop is not None else "",
         )
+        return SharedQuestion(key)
 
     async def _answer_with_llm(
         self,
+        entry: QueuedMessage,
         found: str,
         digest: str,
         shared: str | None,
-        compute: Callable[[], Awaitable[str]],
-        tools: CustomerTools | None,
+        prompt: list[dict[str, Any]],
+        tools: ShopTools | None,
+        plan: Plan,
     ) -> tuple[str, ReplySource]:
-        """The LLM's answer, once per question that any customer may share (single flight:
-        identical context-free questions arriving together make one call, in this process and
+        """The LLM's answer to ``prompt``, once per question that any customer may share
+        (single flight: shared questions arriving together make one call, in this process and
         across processes, cached for everyone). ``found`` is what the lookup found: ``lead``
         (we answer for all), ``follow`` (another process is answering) or ``miss`` (personal).
         An answer that used the customer's own data (a personal tool) is never shared."""
         if shared is None or found == "miss":
-            text = await compute()
+            text = await self._complete(entry, prompt, tools, plan)
             await self.state.store_answer(digest, text)
             return text, ReplySource.LLM
         flight = self._flights.get(shared)
-        if flight is not None:  # the same question is being answered in this process
+        # The same question is being answered in this process. Not if we hold the flight: a
+        # follower whose lookup reply was read before ours may have registered first, and it
+        # waits for us (waiting for it, nobody would answer until the flight lapsed).
+        if flight is not None and found != "lead":
             async with slot_released():
                 answered = await asyncio.shield(flight)
             if answered is not None:
@@ -332,7 +378,7 @@ class ReplyHandler:
                 else None
             )
             try:
-                text = await compute()
+                text = await self._complete(entry, prompt, tools, plan)
             finally:
                 if renewing is not None:
                     renewing.cancel()
@@ -353,7 +399,8 @@ class ReplyHandler:
         finally:
             if not future.done():  # cancelled: followers answer on their own
                 future.set_result(None)
-            self._flights.pop(shared, None)
+            if self._flights.get(shared) is future:  # a leader may have registered since
+                del self._flights[shared]
             if leading:
                 await self.state.end_flight(shared)
 
@@ -373,20 +420,20 @@ class ReplyHandler:
             if text is not None:
                 return text
             if not await self.state.flight_open(key):
-                return None
+                # The answer may have been stored, and the flight ended, since we looked.
+                return await self.state.cached_response(key)
         return None
 
-    async def _complete(
+    def _prompt(
         self,
-        entry: QueuedMessage,
+        text: str,
         history: list[Turn],
         product: dict[str, Any] | None,
         context: dict[str, str],
-        tools: CustomerTools | None = None,
-        plan: Plan = NORMAL,
-    ) -> str:
-        """The LLM's answer (raises LLMError), after at most MAX_TOOL_ROUNDS rounds of tool
-        calls; usage and cost of every call go to the metrics and the ledger."""
+        tools: CustomerTools | None,
+    ) -> list[dict[str, Any]]:
+        """The prompt of a customer's own answer: system prompt, history, product, context,
+        then the customer's text (see the module doc)."""
         # One system message, the same for every customer: the provider's prefix cache applies.
         system = (
             f"{self.system_prompt}\n\n{TOOLS_NOTE}" if tools is not None else self.system_prompt
@@ -404,8 +451,19 @@ class ReplyHandler:
         if context:
             facts = "; ".join(f"{key}: {value}" for key, value in sorted(context.items()))
             messages.append({"role": "system", "content": f"Known about this customer: {facts}"})
-        messages.append({"role": "user", "content": entry.message.text})
+        messages.append({"role": "user", "content": text})
+        return messages
 
+    async def _complete(
+        self,
+        entry: QueuedMessage,
+        prompt: list[dict[str, Any]],
+        tools: ShopTools | None = None,
+        plan: Plan = NORMAL,
+    ) -> str:
+        """The LLM's answer to ``prompt`` (raises LLMError), after at most MAX_TOOL_ROUNDS
+        rounds of tool calls; usage and cost of every call go to the metrics and the ledger."""
+        messages = list(prompt)  # the tool rounds add to a copy: a shared prompt stays as is
         try:
             for round_ in range(MAX_TOOL_ROUNDS + 1):
                 last = round_ == MAX_TOOL_ROUNDS
@@ -444,7 +502,7 @@ class ReplyHandler:
     async def _call(
         self,
         messages: list[dict[str, Any]],
-        tools: CustomerTools | None,
+        tools: ShopTools | None,
         plan: Plan,
         priority: int,
         *,
@@ -463,7 +521,7 @@ class ReplyHandler:
             "priority": priority,
         }
         if tools is not None:
-            options |= {"tools": TOOL_SPECS, "tool_choice": "none" if last else None}
+            options |= {"tools": tools.specs, "tool_choice": "none" if last else None}
         try:
             completion = await self.llm.complete(messages, **options)
         except LLMError as exc:

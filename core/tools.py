@@ -106,6 +106,7 @@ TOOL_NAMES: Final = frozenset(spec["function"]["name"] for spec in TOOL_SPECS)
 RECENT_ORDERS: Final = 10
 # Tools whose answer is about the customer: an answer that used one is never shared.
 PERSONAL_TOOLS: Final = frozenset({"get_order_status", "list_my_orders", "request_human"})
+SHOP_TOOL_SPECS: Final = [s for s in TOOL_SPECS if s["function"]["name"] not in PERSONAL_TOOLS]
 
 
 class BadArguments(ValueError):
@@ -128,42 +129,27 @@ def order_summary(order: Order) -> dict[str, Any]:
     }
 
 
-class CustomerTools:
-    """The tools of one message: its customer is fixed at construction, from its identity."""
+class ShopTools:
+    """The tools that answer for no customer: the shop's products and policies. What the model
+    gets for a question asked on behalf of many customers (``core.canonical``): it can read
+    nothing of anyone, so ``used_personal`` stays False and ``human_reason`` None."""
 
-    def __init__(self, shop: Shop, identity: str, locale: str | None = None) -> None:
+    specs: list[dict[str, Any]] = SHOP_TOOL_SPECS
+
+    def __init__(self, shop: Shop, locale: str | None = None) -> None:
         self.shop = shop
-        self.identity = identity
         self.locale = locale
         self.human_reason: str | None = None  # set when the model asked for a person
         self.used_personal = False  # a tool answered with this customer's own data
-        self._customer: tuple[str | None] | None = None
         self._tools: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-            "get_order_status": self._order_status,
-            "list_my_orders": self._my_orders,
             "get_product_info": self._product_info,
             "get_policy": self._policy,
-            "request_human": self._request_human,
         }
-
-    async def customer(self) -> str | None:
-        """The store customer of this message (looked up once)."""
-        if self._customer is None:
-            self._customer = (await self.shop.customer_for(self.identity),)
-        return self._customer[0]
-
-    async def own_order(self, order_id: str) -> Order | None:
-        """The order if it exists and belongs to this customer, else None (either way)."""
-        customer = await self.customer()
-        if customer is None:
-            return None
-        order = await self.shop.order(order_id.strip().lstrip("#"))
-        return order if order is not None and order.customer_id == customer else None
 
     async def call(self, name: str, arguments: str | None) -> str:
         """Run one tool call of the model; the result (or error) as JSON for the model."""
         tool = self._tools.get(name)
-        if name in PERSONAL_TOOLS:
+        if tool is not None and name in PERSONAL_TOOLS:
             self.used_personal = True
         if tool is None:
             result: dict[str, Any] = {
@@ -183,7 +169,60 @@ class CustomerTools:
                 result = dict(STORE_DOWN)
         return json.dumps(result, ensure_ascii=False)
 
-    # -- the tools ------------------------------------------------------------------------
+    async def _product_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        product_id = args.get("product_id")
+        query = args.get("query")
+        if isinstance(product_id, str) and product_id.strip():
+            product = await self.shop.product(product_id.strip())
+            if product is not None:
+                return {"products": [product.to_dict()]}
+        if isinstance(query, str) and query.strip():
+            found = await self.shop.search_products(query.strip()[:200], 3)
+            return {"products": [p.to_dict() for p in found]}
+        if product_id is None and query is None:
+            raise BadArguments("give product_id or query")
+        return {"products": []}
+
+    async def _policy(self, args: dict[str, Any]) -> dict[str, Any]:
+        topic = _string(args, "topic")
+        if topic not in POLICY_TOPICS:
+            raise BadArguments(f"topic must be one of: {', '.join(POLICY_TOPICS)}")
+        policy = await self.shop.policy(topic)
+        if policy is None:
+            return {"error": "no_policy", "message": f"The shop has no {topic} policy on file."}
+        return {"topic": topic, "text": policy.in_locale(self.locale)}
+
+
+class CustomerTools(ShopTools):
+    """The tools of one message: its customer is fixed at construction, from its identity."""
+
+    specs = TOOL_SPECS
+
+    def __init__(self, shop: Shop, identity: str, locale: str | None = None) -> None:
+        super().__init__(shop, locale)
+        self.identity = identity
+        self._customer: tuple[str | None] | None = None
+        self._tools |= {
+            "get_order_status": self._order_status,
+            "list_my_orders": self._my_orders,
+            "request_human": self._request_human,
+        }
+
+    async def customer(self) -> str | None:
+        """The store customer of this message (looked up once)."""
+        if self._customer is None:
+            self._customer = (await self.shop.customer_for(self.identity),)
+        return self._customer[0]
+
+    async def own_order(self, order_id: str) -> Order | None:
+        """The order if it exists and belongs to this customer, else None (either way)."""
+        customer = await self.customer()
+        if customer is None:
+            return None
+        order = await self.shop.order(order_id.strip().lstrip("#"))
+        return order if order is not None and order.customer_id == customer else None
+
+    # -- the customer's own tools ---------------------------------------------------------
 
     async def _order_status(self, args: dict[str, Any]) -> dict[str, Any]:
         order_id = _string(args, "order_id")
@@ -209,29 +248,6 @@ class CustomerTools:
                 for o in orders
             ]
         }
-
-    async def _product_info(self, args: dict[str, Any]) -> dict[str, Any]:
-        product_id = args.get("product_id")
-        query = args.get("query")
-        if isinstance(product_id, str) and product_id.strip():
-            product = await self.shop.product(product_id.strip())
-            if product is not None:
-                return {"products": [product.to_dict()]}
-        if isinstance(query, str) and query.strip():
-            found = await self.shop.search_products(query.strip()[:200], 3)
-            return {"products": [p.to_dict() for p in found]}
-        if product_id is None and query is None:
-            raise BadArguments("give product_id or query")
-        return {"products": []}
-
-    async def _policy(self, args: dict[str, Any]) -> dict[str, Any]:
-        topic = _string(args, "topic")
-        if topic not in POLICY_TOPICS:
-            raise BadArguments(f"topic must be one of: {', '.join(POLICY_TOPICS)}")
-        policy = await self.shop.policy(topic)
-        if policy is None:
-            return {"error": "no_policy", "message": f"The shop has no {topic} policy on file."}
-        return {"topic": topic, "text": policy.in_locale(self.locale)}
 
     async def _request_human(self, args: dict[str, Any]) -> dict[str, Any]:
         self.human_reason = str(args.get("reason") or "asked by the assistant")[:200]

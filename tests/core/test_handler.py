@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from core.handler import ReplyHandler
+from core.handler import FLIGHT_TTL_S, ReplyHandler
 from core.keys import Keys
 from core.llm import HolySheepClient
 from core.metrics import Metrics
@@ -143,6 +144,30 @@ async def test_identical_questions_arriving_together_make_one_llm_call(
     assert fake_llm.calls == 1
     assert {r.text for r in replies} == {"Yes, we ship to Norway."}
     assert sorted(r.source.value for r in replies) == ["cache"] * 5 + ["llm"]
+
+
+async def test_the_leader_of_a_shared_question_answers_even_if_a_follower_wakes_first(
+    redis: Redis, keys: Keys, llm: HolySheepClient, fake_llm: FakeOpenAI
+) -> None:
+    # Found by a flaky worker test: the follower's lookup reply was read before the leader's,
+    # the follower registered the flight of this process first, and the leader waited for it,
+    # so neither answered until the flight lapsed (FLIGHT_TTL_S).
+    class LeaderWakesLast(ConversationState):
+        async def lookup(
+            self, digest: str, shared: str | None, flight_ttl_s: int
+        ) -> tuple[str, str | None]:
+            found = await super().lookup(digest, shared, flight_ttl_s)
+            if found[0] == "lead":
+                await asyncio.sleep(0.3)
+            return found
+
+    handler = ReplyHandler(llm, LeaderWakesLast(redis, keys), Metrics())
+    started = time.monotonic()
+    replies = await asyncio.gather(
+        *(answer(handler, entry(n, "Do you ship to Norway?", f"c{n}")) for n in range(2))
+    )
+    assert time.monotonic() - started < FLIGHT_TTL_S / 2
+    assert fake_llm.calls == 1 and replies[0].text == replies[1].text
 
 
 async def test_llm_failure_becomes_an_apology_with_ticket_and_code(

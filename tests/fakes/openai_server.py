@@ -3,7 +3,8 @@
 It runs in the test's event loop on 127.0.0.1 with a free port, records every request and
 answers ``POST /v1/chat/completions``: first from the script (a queue of canned responses,
 consumed in order), then with the default behaviour: 200 and ``"Echo: <last user message>"``
-(or whatever ``responder`` computes) with deterministic usage counts::
+(or whatever ``responder`` computes; :func:`echo_prompt` repeats the whole prompt) with
+deterministic usage counts::
 
     async with FakeOpenAI() as fake:
         fake.script(status=429, headers={"retry-after-ms": "10"})
@@ -106,6 +107,17 @@ def completion_body(
     if usage_style != "none":
         body["usage"] = usage
     return body
+
+
+def echo_prompt(payload: dict[str, Any]) -> str:
+    """A responder that answers with everything it was sent: each message's role and content,
+    tool results included (``FakeOpenAI(responder=echo_prompt)``). A model that repeats its
+    whole prompt shows in the answer whatever reached the prompt."""
+    return "\n".join(
+        f"{m.get('role')}: {m.get('content')}"
+        for m in payload.get("messages") or []
+        if isinstance(m, dict)
+    )
 
 
 def _words(text: Any) -> int:
