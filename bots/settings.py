@@ -26,6 +26,9 @@ from core.models import Priority
 from core.priority import parse_priority_map
 from core.templates import load_templates
 
+# Secrets that authenticate requests from outside: shorter ones stop start-up off loopback.
+MIN_SECRET_LENGTH = 16
+
 
 class Settings(BaseSettings):
     # env_ignore_empty: "NAME=" (as in .env.example) means unset, not an empty value.
@@ -232,6 +235,20 @@ class Settings(BaseSettings):
     def gateway_secrets(self) -> dict[str, str]:
         """WEBHOOK_SECRETS with the values revealed."""
         return {name: secret.get_secret_value() for name, secret in self.webhook_secrets.items()}
+
+    def short_secrets(self) -> list[str]:
+        """The names of the secrets set shorter than MIN_SECRET_LENGTH (guessable)."""
+        named: dict[str, list[str | None]] = {
+            "WEBHOOK_SECRET": [reveal(self.webhook_secret)],
+            "WEBHOOK_SECRETS": list(self.gateway_secrets.values()),
+            "TELEGRAM_WEBHOOK_SECRET": [reveal(self.telegram_webhook_secret)],
+            "PEAKDESK_ADMIN_TOKEN": [reveal(self.peakdesk_admin_token)],
+        }
+        return [
+            name
+            for name, values in named.items()
+            if any(v is not None and len(v) < MIN_SECRET_LENGTH for v in values)
+        ]
 
     @property
     def slack_settings(self) -> tuple[str | None, str | None, str | None]:
