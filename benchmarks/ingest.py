@@ -11,10 +11,11 @@ Servers, each a subprocess pinned to the first CPU (one core, as the issue asks)
 
 The load generator runs on the second CPU: ``wrk`` (Debian package ``wrk``) with a Lua script
 that sends precomputed, correctly signed requests (HMAC-SHA256 over "<ts>.<body>"), each with a
-message id of its own, so every accepted request is a new message (a repeated id would be
-answered 200 "duplicate"); only 202 answers count as accepted. Texts are Bitext customer
-messages ($PEAKDESK_BITEXT_CSV, else ../shared/data/bitext/customer_support_train.csv beside the
-repository; synthetic texts if absent). Without wrk, an aiohttp load generator in a subprocess
+message id of its own, so every accepted request is a new message (a request sent again
+would be answered 401, its signature used up); only 202 answers count as accepted. Texts are
+Bitext customer messages ($PEAKDESK_BITEXT_CSV, else
+../shared/data/bitext/customer_support_train.csv beside the repository; synthetic texts if
+absent). Without wrk, an aiohttp load generator in a subprocess
 takes its place, and its own ceiling is what the bare line then shows.
 
 Closed loop: --connections connections send back to back for --seconds per measurement, in
@@ -36,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import random
 import shutil
@@ -53,6 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.webhook.signing import signature
 from benchmarks import common, loadgen
 
 SECRET = "bench-webhook-secret"
@@ -83,11 +83,6 @@ COMPARISON = loadgen.Comparison(
 # -- request generation --------------------------------------------------------------------
 
 
-def sign(body: bytes, timestamp: str) -> str:
-    mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
 def write_requests(path: Path, tag: str, count: int, texts: Sequence[str]) -> None:
     """``count`` signed requests with unique message ids ``<tag>-<n>``, one per line."""
     rng = random.Random(tag)
@@ -103,7 +98,7 @@ def write_requests(path: Path, tag: str, count: int, texts: Sequence[str]) -> No
             if rng.random() < 0.2:
                 payload["metadata"]["order_id"] = f"A{rng.randrange(10**6):06d}"
             body = json.dumps(payload, separators=(",", ":")).encode()
-            out.write(f"{timestamp}\t{sign(body, timestamp)}\t{body.decode()}\n")
+            out.write(f"{timestamp}\t{signature(SECRET, timestamp, body)}\t{body.decode()}\n")
 
 
 # -- processes -----------------------------------------------------------------------------

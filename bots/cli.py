@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bots.logs import configure_logging
 from bots.runtime import Runtime
-from bots.settings import Settings, describe_error, reveal
+from bots.settings import MIN_SECRET_LENGTH, Settings, describe_error, reveal
 from bots.simulate.options import add_arguments as add_simulate_arguments
 from core.aio import wait_event
 
@@ -79,7 +79,15 @@ def load_settings(**overrides: object) -> Settings:
 
 def check_startup(settings: Settings, *, serving: bool) -> None:
     """Refuse unsafe combinations; announce the embedded defaults."""
-    if serving and not reveal(settings.webhook_secret):
+    if serving and not settings.on_loopback:
+        for name in settings.short_secrets():
+            print(
+                f"peakdesk: refusing to listen on {settings.peakdesk_host} with a {name} of "
+                f"fewer than {MIN_SECRET_LENGTH} characters (it could be guessed)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+    if serving and not (reveal(settings.webhook_secret) or settings.webhook_secrets):
         if not settings.on_loopback:
             print(
                 f"peakdesk: refusing to listen on {settings.peakdesk_host} without WEBHOOK_SECRET "

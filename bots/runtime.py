@@ -23,7 +23,9 @@ from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
 from adapters.webhook.convert import CHANNEL as WEBHOOK
 from adapters.webhook.ingress import WebhookIngress
+from adapters.webhook.replay import SignatureMemory
 from adapters.webhook.sender import CallbackSender
+from adapters.webhook.signing import GatewaySecrets
 from adapters.wechat.crypto import SafeMode
 from adapters.wechat.freshness import PushFreshness
 from adapters.wechat.ingress import CHANNEL as WECHAT
@@ -160,9 +162,9 @@ class Runtime:
             peak=self.peak,
             breaker=CircuitBreaker(s.peakdesk_provider_failures, s.peakdesk_provider_probe_s),
         )
-        secret = reveal(s.webhook_secret)
+        secrets = GatewaySecrets(reveal(s.webhook_secret), s.gateway_secrets)
         senders: dict[str, ReplySender] = {
-            WEBHOOK: CallbackSender(self.http, secret, timeout_s=s.webhook_callback_timeout_s)
+            WEBHOOK: CallbackSender(self.http, secrets, timeout_s=s.webhook_callback_timeout_s)
         }
         presence: dict[str, Presence] = {}
         self.telegram: TelegramChannel | None = None
@@ -198,7 +200,7 @@ class Runtime:
             self.detector,
             self.outbox,
             self.metrics,
-            secret=secret,
+            secrets=secrets,
             allow_unsigned=s.on_loopback,
             default_callback_url=s.webhook_callback_url,
             retry_after_s=s.peakdesk_retry_after_s,
@@ -206,6 +208,7 @@ class Runtime:
             gateway_limit=s.peakdesk_gateway_limit,
             gateway_limits=s.peakdesk_gateway_limits,
             forgetter=self.state,
+            replays=SignatureMemory(self.redis, self.keys),
         )
         self.wechat = self._wechat_ingress() if s.wechat_enabled else None
         self.workers = [

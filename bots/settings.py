@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.telegram.bot import SECRET_TOKEN_PATTERN
+from adapters.webhook.convert import GATEWAY_NAME
 from adapters.wechat.sender import DEFAULT_API_BASE as WECHAT_API_BASE
 from core.llm import (
     DEFAULT_BASE_URL,
@@ -24,6 +25,9 @@ from core.llm import (
 from core.models import Priority
 from core.priority import parse_priority_map
 from core.templates import load_templates
+
+# Secrets that authenticate requests from outside: shorter ones stop start-up off loopback.
+MIN_SECRET_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -76,8 +80,10 @@ class Settings(BaseSettings):
     # After SIGTERM: /readyz answers 503 while requests are still served, then the listener closes
     peakdesk_shutdown_grace_s: float = Field(5.0, ge=0, le=600)
 
-    # Webhook channel
+    # Webhook channel: the default secret, and gateways' own ({"shop-a": "..."}; for a gateway
+    # listed there the default is not accepted)
     webhook_secret: SecretStr | None = None
+    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
     webhook_callback_url: str | None = Field(None, pattern=r"^https?://\S+$")
     webhook_callback_timeout_s: float = Field(10.0, gt=0)
     webhook_callback_max_attempts: int = Field(8, ge=1, le=50)
@@ -157,6 +163,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret's value: logs mask them wherever they turn up."""
         values = [reveal(v) for v in self.__dict__.values() if isinstance(v, SecretStr)]
+        values += self.gateway_secrets.values()
         if self.redis_url and "@" in self.redis_url:  # redis://user:password@host
             values.append(self.redis_url.split("://", 1)[-1].rsplit("@", 1)[0])
         return [v for v in values if v]
@@ -167,6 +174,16 @@ class Settings(BaseSettings):
         token = value.get_secret_value() if value is not None else ""
         if token and not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", token):
             raise ValueError("not a bot token: <bot id>:<secret> as BotFather gives it")
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _gateway_secrets_named(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for gateway, secret in value.items():
+            if not GATEWAY_NAME.fullmatch(gateway):
+                raise ValueError(f"{gateway!r}: a gateway name is 1-32 of a-z, 0-9, - and _")
+            if not secret.get_secret_value():
+                raise ValueError(f"{gateway}: the secret is empty")
         return value
 
     @field_validator("telegram_webhook_secret")
@@ -213,6 +230,25 @@ class Settings(BaseSettings):
     @property
     def priority_overrides(self) -> dict[str, Priority]:
         return parse_priority_map(self.peakdesk_priority_map) if self.peakdesk_priority_map else {}
+
+    @property
+    def gateway_secrets(self) -> dict[str, str]:
+        """WEBHOOK_SECRETS with the values revealed."""
+        return {name: secret.get_secret_value() for name, secret in self.webhook_secrets.items()}
+
+    def short_secrets(self) -> list[str]:
+        """The names of the secrets set shorter than MIN_SECRET_LENGTH (guessable)."""
+        named: dict[str, list[str | None]] = {
+            "WEBHOOK_SECRET": [reveal(self.webhook_secret)],
+            "WEBHOOK_SECRETS": list(self.gateway_secrets.values()),
+            "TELEGRAM_WEBHOOK_SECRET": [reveal(self.telegram_webhook_secret)],
+            "PEAKDESK_ADMIN_TOKEN": [reveal(self.peakdesk_admin_token)],
+        }
+        return [
+            name
+            for name, values in named.items()
+            if any(v is not None and len(v) < MIN_SECRET_LENGTH for v in values)
+        ]
 
     @property
     def slack_settings(self) -> tuple[str | None, str | None, str | None]:
@@ -265,4 +301,9 @@ def describe_error(exc: Exception) -> str:
         error = exc.errors(include_url=False)[0]
         name = str(error["loc"][0]).upper() if error["loc"] else "settings"
         return f"invalid setting {name}: {error['msg']}"
+    # pydantic-settings' SettingsError for a value it could not decode (a JSON setting that is
+    # no JSON) names the field in lower case
+    field = re.search(r'field "(\w+)"', str(exc))
+    if field is not None:
+        return f"invalid setting {field.group(1).upper()}: not valid JSON"
     return f"invalid settings: {exc}"

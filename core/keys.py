@@ -148,6 +148,10 @@ class Keys:
     def rate(self, name: str) -> str:
         return f"{self.tag}:rate:{name}"
 
+    def signature_seen(self, digest: str) -> str:
+        """Set while a webhook signature (its digest) is fresh and was used: it is used once."""
+        return f"{self.tag}:sig:{digest}"
+
     def flood(self, sender_key: str) -> str:
         """The sender's flood limit state (GCRA: when its next message is due)."""
         return f"{self._lane_tag}:flood:{sender_key}"

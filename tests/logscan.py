@@ -28,6 +28,8 @@ SECRETS: Final = (
     store_api.TOKEN,
     wechat_api.APP_SECRET,
     "peakdesk-token",
+    "shop-a-secret-5f0c2e91",  # tests/adapters/webhook/test_signature_scope.py (WEBHOOK_SECRETS)
+    "shop-b-secret-a37d4b08",
 )
 
 _EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]*[a-z]", re.IGNORECASE)

@@ -1,11 +1,15 @@
-"""``POST /webhook/{gateway}``: signed JSON in, 202 only once the message is durably queued."""
+"""``POST /webhook/{gateway}``: signed JSON in, 202 only once the message is durably queued.
+
+Each request is checked for the gateway's own secret and signed for its route (a message, or
+a forget request), and each signature is accepted once (:mod:`adapters.webhook.replay`).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -21,7 +25,7 @@ from adapters.webhook.convert import (
     parse_payload,
     to_inbound,
 )
-from adapters.webhook.signing import SignatureError, verify
+from adapters.webhook.signing import GatewaySecrets, Purpose, SignatureError, Signed, verify
 from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.metrics import Metrics
@@ -56,6 +60,12 @@ class GatewayLimiter(Protocol):
     async def try_acquire(self, limits: Sequence[tuple[str, Rate]]) -> float: ...
 
 
+class ReplayGuard(Protocol):
+    async def claim(self, signed: Signed) -> bool: ...
+
+    async def release(self, signed: Signed) -> None: ...
+
+
 def _error(status: int, message: str, field: str | None = None, **headers: str) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if field is not None:
@@ -73,7 +83,7 @@ class WebhookIngress:
         waiter: ReplyWaiter,
         metrics: Metrics,
         *,
-        secret: str | None,
+        secrets: GatewaySecrets,
         allow_unsigned: bool,
         default_callback_url: str | None,
         retry_after_s: int = 5,
@@ -81,19 +91,21 @@ class WebhookIngress:
         gateway_limit: int = 0,
         gateway_limits: Mapping[str, int] | None = None,
         forgetter: Forgetter | None = None,
+        replays: ReplayGuard | None = None,
     ) -> None:
         self.queue = queue
         self.detector = detector
         self.waiter = waiter
         self.metrics = metrics
-        self.secret = secret
-        self.allow_unsigned = allow_unsigned
+        self.secrets = secrets
+        self.allow_unsigned = allow_unsigned and not secrets.configured
         self.default_callback_url = default_callback_url
         self.retry_after_s = retry_after_s
         self.limiter = limiter
         self.gateway_limit = gateway_limit
         self.gateway_limits = dict(gateway_limits or {})
         self.forgetter = forgetter
+        self.replays = replays
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -107,32 +119,53 @@ class WebhookIngress:
         self.metrics.rejected.labels(CHANNEL, reason).inc()
         return _error(status, message, field, **headers)
 
+    def _gateway_limits(self, gateway: str) -> list[tuple[str, int, str]]:
+        """The limits a gateway's message counts against: (name, per minute, who is over it).
+
+        A limit is the credential's: a gateway with a secret of its own has its own; all the
+        gateways signing with the default secret share one (whoever holds that secret is one
+        party, however many names it posts to), and a PEAKDESK_GATEWAY_LIMITS override of one
+        of their names limits that name as well."""
+        override = self.gateway_limits.get(gateway)
+        if self.secrets.has_own(gateway):
+            per_minute = self.gateway_limit if override is None else override
+            limits = [(f"gateway:{gateway}", per_minute, f"gateway {gateway} is")]
+        else:
+            limits = [("gateway:*", self.gateway_limit, "the gateways of WEBHOOK_SECRET are")]
+            if override is not None:
+                limits.append((f"gateway:{gateway}", override, f"gateway {gateway} is"))
+        return [limit for limit in limits if limit[1] > 0]
+
     async def _over_gateway_limit(self, gateway: str) -> web.Response | None:
         """429 when the gateway posts more than its messages a minute (nothing is stored: it
         sends the message again after Retry-After)."""
-        per_minute = self.gateway_limits.get(gateway, self.gateway_limit)
-        if not per_minute or self.limiter is None:
+        limits = self._gateway_limits(gateway)
+        if not limits or self.limiter is None:
             return None
         try:
             wait = await self.limiter.try_acquire(
-                [(f"gateway:{gateway}", Rate(per_minute / 60.0, burst=max(1, per_minute // 60)))]
+                [(name, Rate(n / 60.0, burst=max(1, n // 60))) for name, n, _ in limits]
             )
         except RedisError:
             return None  # admission reports the outage itself
         if not wait:
             return None
+        _, per_minute, who = min(limits, key=lambda limit: limit[1])
         return self._reject(
             "gateway_limit",
             429,
-            f"gateway {gateway} is over its limit of {per_minute} messages a minute",
+            f"{who} over the limit of {per_minute} messages a minute",
             None,
             **{"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
-    async def _signed_body(self, request: web.Request) -> bytes | web.Response:
-        """The request's body once the gateway name, size and signature are checked; else
-        the 4xx answer."""
-        if not GATEWAY_NAME.fullmatch(request.match_info["gateway"]):
+    async def _signed_body(
+        self, request: web.Request, purpose: Purpose
+    ) -> tuple[bytes, Signed | None] | web.Response:
+        """The request's body and signature (None: unsigned, allowed) once the gateway name,
+        size and signature are checked; else the 4xx answer."""
+        gateway = request.match_info["gateway"]
+        if not GATEWAY_NAME.fullmatch(gateway):
             return self._reject(
                 "invalid", 400, "gateway: 1-32 characters of a-z, 0-9, - and _", "gateway"
             )
@@ -144,21 +177,69 @@ class WebhookIngress:
             return self._reject("invalid", 400, f"cannot read body: {type(exc).__name__}")
         if body is None:
             return self._reject("too_large", 413, f"body over {MAX_BODY_BYTES} bytes")
-        if self.secret:
-            try:
-                verify(self.secret, request.headers, body)
-            except SignatureError as exc:
-                return self._reject("unauthorized", 401, str(exc))
-        elif not self.allow_unsigned:
-            return self._reject("unauthorized", 401, "WEBHOOK_SECRET is not configured")
-        return body
+        secret = self.secrets.for_gateway(gateway)
+        if secret is None:
+            if self.allow_unsigned:
+                return body, None
+            return self._reject(
+                "unauthorized",
+                401,
+                "WEBHOOK_SECRET is not configured"
+                if not self.secrets.configured
+                else f"no secret for gateway {gateway} (WEBHOOK_SECRET is not configured)",
+            )
+        try:
+            return body, verify(secret, request.headers, body, purpose=purpose)
+        except SignatureError as exc:
+            return self._reject("unauthorized", 401, str(exc))
+
+    async def _once(
+        self,
+        request: web.Request,
+        purpose: Purpose,
+        answer: Callable[[web.Request, bytes], Awaitable[web.Response]],
+    ) -> web.Response:
+        """Authenticate the request for ``purpose`` and answer it, its signature used up: a
+        second use is refused. Released unless the answer is a 2xx (a request refused stored
+        nothing, so the gateway's identical retry is no replay)."""
+        checked = await self._signed_body(request, purpose)
+        if isinstance(checked, web.Response):
+            return checked
+        body, signed = checked
+        if signed is None or self.replays is None:
+            return await answer(request, body)
+        try:
+            first = await self.replays.claim(signed)
+        except RedisError:
+            return self._reject(
+                "store_unavailable",
+                503,
+                "store unavailable, retry later",
+                None,
+                **{"Retry-After": str(self.retry_after_s)},
+            )
+        if not first:
+            return self._reject(
+                "replayed",
+                401,
+                "signature already used (each request is accepted once: sign a retry again, "
+                "with the current time)",
+            )
+        response = await answer(request, body)
+        if not 200 <= response.status < 300:
+            await self.replays.release(signed)
+        return response
 
     async def forget(self, request: web.Request) -> web.Response:
         """``POST /webhook/{gateway}/forget``: delete a customer's stored conversation data
-        (the customer asked the gateway to); signed like messages."""
-        body = await self._signed_body(request)
-        if isinstance(body, web.Response):
-            return body
+        (the customer asked the gateway to); signed for this route (README)."""
+        return await self._once(request, "forget", self._forget)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``POST /webhook/{gateway}``: a signed message in (README: The webhook contract)."""
+        return await self._once(request, "message", self._admit)
+
+    async def _forget(self, request: web.Request, body: bytes) -> web.Response:
         try:
             conversation_id = parse_forget(body)
         except PayloadError as exc:
@@ -178,12 +259,8 @@ class WebhookIngress:
             {"status": "forgotten", "conversation_id": conversation_id, "deleted": deleted}
         )
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def _admit(self, request: web.Request, body: bytes) -> web.Response:
         gateway = request.match_info["gateway"]
-        body = await self._signed_body(request)
-        if isinstance(body, web.Response):
-            return body
-
         refused = await self._over_gateway_limit(gateway)
         if refused is not None:
             return refused

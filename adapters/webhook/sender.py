@@ -7,19 +7,20 @@ import json
 import aiohttp
 
 from adapters.webhook.convert import callback_body
-from adapters.webhook.signing import signed_headers
+from adapters.webhook.signing import GatewaySecrets, signed_headers
 from core.errors import DeliveryError
 from core.models import Reply
 
 
 class CallbackSender:
-    """Posts replies to gateways; any non-2xx or timeout is a retryable DeliveryError."""
+    """Posts replies to gateways, signed as callbacks with the gateway's secret; any non-2xx
+    or timeout is a retryable DeliveryError."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, secret: str | None, *, timeout_s: float = 10.0
+        self, session: aiohttp.ClientSession, secrets: GatewaySecrets, *, timeout_s: float = 10.0
     ) -> None:
         self.session = session
-        self.secret = secret
+        self.secrets = secrets
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def send(self, reply: Reply) -> None:
@@ -28,8 +29,8 @@ class CallbackSender:
             raise DeliveryError("reply has no callback_url", retryable=False)
         body = json.dumps(callback_body(reply), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json"}
-        if self.secret:
-            headers.update(signed_headers(self.secret, body))
+        if secret := self.secrets.for_gateway(reply.account):
+            headers.update(signed_headers(secret, body, purpose="callback"))
         try:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False

@@ -8,9 +8,13 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+
+from bots.cli import check_startup
+from bots.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +49,12 @@ async def run_cli(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:  # it started instead of refusing: stop it
+            process.kill()
+            await process.wait()
     assert process.returncode is not None
     return process.returncode, stderr.decode()
 
@@ -66,6 +75,46 @@ async def test_a_setting_from_dot_env_is_read_and_checked(tmp_path: Path) -> Non
 async def test_serve_refuses_a_public_address_without_a_webhook_secret(tmp_path: Path) -> None:
     code, stderr = await run_cli(tmp_path, "serve", PEAKDESK_HOST="0.0.0.0")
     assert code == 2 and "WEBHOOK_SECRET" in stderr
+
+
+STRONG = "a-secret-of-25-characters"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"WEBHOOK_SECRET": " "}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_SECRET": "a"}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_SECRETS": '{"shop-a": "shop-a-short"}'}, "WEBHOOK_SECRETS"),
+        ({"TELEGRAM_WEBHOOK_SECRET": "tg-short"}, "TELEGRAM_WEBHOOK_SECRET"),
+        ({"PEAKDESK_ADMIN_TOKEN": "admin-short"}, "PEAKDESK_ADMIN_TOKEN"),
+        ({"WEBHOOK_SECRETS": '{"shop-a": "'}, "WEBHOOK_SECRETS"),  # no JSON
+        ({"WEBHOOK_SECRETS": '{"Shop A": "' + STRONG + '"}'}, "WEBHOOK_SECRETS"),  # no gateway
+    ],
+)
+async def test_serve_off_loopback_refuses_a_short_secret_in_one_line_naming_it(
+    tmp_path: Path, env: dict[str, str], name: str
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is nobody's address: a server that did not refuse fails to bind
+    # rather than listen beyond loopback.
+    env = {"WEBHOOK_SECRET": STRONG, **env}
+    code, stderr = await run_cli(tmp_path, "serve", "--host", "192.0.2.1", "--port", "0", **env)
+    assert code == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert name in line
+    assert not any(word in line for word in ("short", STRONG))  # never the value
+
+
+def test_long_secrets_pass_off_loopback_and_short_ones_on_loopback() -> None:
+    strong: dict[str, Any] = {
+        "webhook_secret": STRONG,
+        "webhook_secrets": {"shop-a": STRONG + "-a"},
+        "telegram_webhook_secret": "tg-webhook-secret_0123456789",
+        "peakdesk_admin_token": STRONG + "-admin",
+    }
+    check_startup(Settings(_env_file=None, peakdesk_host="0.0.0.0", **strong), serving=True)
+    weak: dict[str, Any] = dict.fromkeys(strong, "a") | {"webhook_secrets": {"shop-a": "a"}}
+    check_startup(Settings(_env_file=None, peakdesk_host="127.0.0.1", **weak), serving=True)
 
 
 async def test_serve_refuses_half_a_slack_configuration(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from bots.runtime import split_evenly
 from bots.settings import Settings, describe_error
@@ -57,6 +58,8 @@ def test_price_overrides_are_merged_over_the_built_in_table() -> None:
         ({"peakdesk_port": 70000}, "PEAKDESK_PORT"),
         ({"webhook_callback_url": "not a url"}, "WEBHOOK_CALLBACK_URL"),
         ({"peakdesk_log_format": "xml"}, "PEAKDESK_LOG_FORMAT"),
+        ({"webhook_secrets": {"Shop A": "a-secret-of-25-characters"}}, "WEBHOOK_SECRETS"),
+        ({"webhook_secrets": {"shop-a": ""}}, "WEBHOOK_SECRETS"),
     ],
 )
 def test_a_bad_value_is_described_in_one_line_naming_the_variable(
@@ -97,3 +100,17 @@ def test_the_example_env_file_is_valid_as_shipped(monkeypatch: pytest.MonkeyPatc
     s = Settings(_env_file=example)
     assert s.telegram_webhook_secret is None and s.webhook_callback_url is None
     assert s.redis_url is None and s.peakdesk_port == 8080
+
+
+def test_a_json_setting_that_is_no_json_is_named_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRETS", '{"shop-a": "a-secret-of-25-char')
+    with pytest.raises(SettingsError) as error:
+        settings()
+    assert describe_error(error.value) == "invalid setting WEBHOOK_SECRETS: not valid JSON"
+
+
+def test_gateway_secrets_are_masked_in_logs_as_every_secret() -> None:
+    s = settings(webhook_secret="the-default-secret-0", webhook_secrets={"shop-a": "shop-a-own-1"})
+    assert {"the-default-secret-0", "shop-a-own-1"} <= set(s.secret_values())

@@ -1,5 +1,5 @@
-"""A fake gateway callback endpoint over real HTTP: records replies, checks signatures,
-and can be scripted to fail (non-2xx statuses, slow answers)."""
+"""A fake gateway callback endpoint over real HTTP: records replies, checks their callback
+signatures, and can be scripted to fail (non-2xx statuses, slow answers)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from adapters.webhook.signing import SignatureError, verify
 class Callback:
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes  # the body as it came
     signature_ok: bool | None  # None when the receiver has no secret to check with
     at: float
 
@@ -60,7 +61,7 @@ class CallbackReceiver:
         signature_ok: bool | None = None
         if self.secret:
             try:
-                verify(self.secret, request.headers, raw)
+                verify(self.secret, request.headers, raw, purpose="callback")
                 signature_ok = True
             except SignatureError:
                 signature_ok = False
@@ -72,7 +73,7 @@ class CallbackReceiver:
             body["_status"] = status
         async with self._arrived:
             self.received.append(
-                Callback(dict(request.headers), body, signature_ok, time.monotonic())
+                Callback(dict(request.headers), body, raw, signature_ok, time.monotonic())
             )
             self._arrived.notify_all()
         return web.json_response({"ok": status < 300}, status=status)

@@ -22,9 +22,8 @@ from typing import Any, Literal
 import aiohttp
 
 from adapters.telegram.ingress import SECRET_HEADER, WEBHOOK_PATH
-from adapters.webhook.signing import signed_headers
 from tests.faults.cluster import FaultCluster
-from tests.harness import message
+from tests.harness import message, sign_afresh
 
 # What customers write at a peak: urgent ones (priority 0-1) among the questions.
 TEXTS = (
@@ -146,8 +145,9 @@ class SteadyLoad:
         self.sent[sent.key] = sent
 
         def request(base: str) -> tuple[str, bytes, dict[str, str]]:
+            # Signed for each attempt: a signature is accepted once.
             headers = {"Content-Type": "application/json"}
-            headers.update(signed_headers(self.cluster.webhook_secret, body))
+            headers.update(sign_afresh(self.cluster.webhook_secret, body))
             return f"{base}/webhook/{GATEWAY}", body, headers
 
         await self._deliver(sent, request)

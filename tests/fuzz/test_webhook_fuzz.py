@@ -19,7 +19,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from adapters.webhook.convert import GATEWAY_NAME
-from adapters.webhook.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from adapters.webhook.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Purpose, signature
 from tests.conftest import WEBHOOK_SECRET
 from tests.fuzz.harness import FUZZ, FuzzStack, assert_clean, no_errors_logged
 from tests.fuzz.strategies import (
@@ -32,7 +32,7 @@ from tests.fuzz.strategies import (
     texts,
     unicode_texts,
 )
-from tests.harness import message
+from tests.harness import message, sign_afresh
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.asyncio(loop_scope="module")]
 
@@ -51,23 +51,27 @@ CALLBACK = "http://127.0.0.1:9/cb"
 
 @dataclass(frozen=True)
 class Signing:
-    """How a request is signed: ``valid`` (now), ``stale`` (an hour ago), ``wrong`` (another
-    secret), ``none``, or ``raw`` (the two headers as the given bytes; no timestamp: now)."""
+    """How a request is signed: ``valid`` (now, afresh: each signature is accepted once),
+    ``stale`` (an hour ago), ``wrong`` (another secret), ``none``, or ``raw`` (the two headers
+    as the given bytes; no timestamp: now)."""
 
     kind: str
     timestamp: bytes | None = None
     signature: bytes = b""
 
-    def headers(self, body: bytes) -> list[tuple[str, str | bytes]]:
+    def headers(self, body: bytes, purpose: Purpose = "message") -> list[tuple[str, str | bytes]]:
         now = int(time.time())
         if self.kind == "none":
             return []
+        if self.kind == "valid":
+            return list(sign_afresh(WEBHOOK_SECRET, body, purpose=purpose).items())
         if self.kind == "raw":
             sent = str(now).encode() if self.timestamp is None else self.timestamp
             return [(TIMESTAMP_HEADER, sent), (SIGNATURE_HEADER, self.signature)]
         sent_at = str(now - 3600 if self.kind == "stale" else now)
         secret = "another-secret" if self.kind == "wrong" else WEBHOOK_SECRET
-        return [(TIMESTAMP_HEADER, sent_at), (SIGNATURE_HEADER, signature(secret, sent_at, body))]
+        signed = signature(secret, sent_at, body, purpose)
+        return [(TIMESTAMP_HEADER, sent_at), (SIGNATURE_HEADER, signed)]
 
 
 raw_signings = st.builds(
@@ -196,7 +200,7 @@ async def test_no_webhook_request_gets_a_5xx_or_crashes_the_handler(
     content_type: bytes | str | None,
     route: str,
 ) -> None:
-    headers: list[tuple[str, Any]] = signing.headers(body)
+    headers: list[tuple[str, Any]] = signing.headers(body, "forget" if route else "message")
     if content_type is not None:
         headers.append(("Content-Type", content_type))
     with no_errors_logged(caplog):

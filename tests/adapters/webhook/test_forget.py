@@ -51,7 +51,10 @@ async def test_gateway_forget_deletes_the_conversation_and_the_next_answer_start
         assert await stored_keys(redis, keys, conversation)
 
         body = json.dumps({"user_id": "u-1"}).encode()
-        headers = {"Content-Type": "application/json", **signed_headers(WEBHOOK_SECRET, body)}
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(WEBHOOK_SECRET, body, purpose="forget"),
+        }
         async with svc.client.post(svc.url("/webhook/gw/forget"), data=body, headers=headers) as r:
             status, answer = r.status, await r.json()
         assert (status, answer["status"], answer["conversation_id"]) == (200, "forgotten", "u-1")
@@ -78,7 +81,7 @@ async def test_gateway_forget_refuses_unsigned_and_malformed_requests(
                     svc,
                     "/webhook/gw/forget",
                     payload,
-                    {**signed, **signed_headers(WEBHOOK_SECRET, body)},
+                    {**signed, **signed_headers(WEBHOOK_SECRET, body, purpose="forget")},
                 )
             )
     assert unsigned[0] == 401
