@@ -23,7 +23,7 @@ from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
 from adapters.webhook.convert import CHANNEL as WEBHOOK
 from adapters.webhook.ingress import WebhookIngress
-from adapters.webhook.sender import CallbackSender
+from adapters.webhook.sender import CallbackSender, checked_session
 from adapters.wechat.crypto import SafeMode
 from adapters.wechat.ingress import CHANNEL as WECHAT
 from adapters.wechat.ingress import WeChatIngress
@@ -160,8 +160,17 @@ class Runtime:
             breaker=CircuitBreaker(s.peakdesk_provider_failures, s.peakdesk_provider_probe_s),
         )
         secret = reveal(s.webhook_secret)
+        self.callbacks = s.callback_policy
+        # Callbacks to URLs the operator did not name: a connector of their own.
+        self.callback_http = checked_session(self.callbacks)
         senders: dict[str, ReplySender] = {
-            WEBHOOK: CallbackSender(self.http, secret, timeout_s=s.webhook_callback_timeout_s)
+            WEBHOOK: CallbackSender(
+                self.http,
+                secret,
+                timeout_s=s.webhook_callback_timeout_s,
+                policy=self.callbacks,
+                checked=self.callback_http,
+            )
         }
         presence: dict[str, Presence] = {}
         self.telegram: TelegramChannel | None = None
@@ -205,6 +214,7 @@ class Runtime:
             gateway_limit=s.peakdesk_gateway_limit,
             gateway_limits=s.peakdesk_gateway_limits,
             forgetter=self.state,
+            callback_policy=self.callbacks,
         )
         self.wechat = self._wechat_ingress() if s.wechat_enabled else None
         self.workers = [
@@ -313,6 +323,7 @@ class Runtime:
             await self.telegram.bot.session.close()
         await self.llm.aclose()
         await self.http.close()
+        await self.callback_http.close()
         if self._owns_redis:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
