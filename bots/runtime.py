@@ -24,7 +24,7 @@ from adapters.telegram.sender import TelegramReplySender
 from adapters.webhook.convert import CHANNEL as WEBHOOK
 from adapters.webhook.ingress import WebhookIngress
 from adapters.webhook.replay import SignatureMemory
-from adapters.webhook.sender import CallbackSender
+from adapters.webhook.sender import CallbackSender, checked_session
 from adapters.webhook.signing import GatewaySecrets
 from adapters.wechat.crypto import SafeMode
 from adapters.wechat.freshness import PushFreshness
@@ -163,8 +163,17 @@ class Runtime:
             breaker=CircuitBreaker(s.peakdesk_provider_failures, s.peakdesk_provider_probe_s),
         )
         secrets = GatewaySecrets(reveal(s.webhook_secret), s.gateway_secrets)
+        self.callbacks = s.callback_policy
+        # Callbacks to URLs the operator did not name: a connector of their own.
+        self.callback_http = checked_session(self.callbacks)
         senders: dict[str, ReplySender] = {
-            WEBHOOK: CallbackSender(self.http, secrets, timeout_s=s.webhook_callback_timeout_s)
+            WEBHOOK: CallbackSender(
+                self.http,
+                secrets,
+                timeout_s=s.webhook_callback_timeout_s,
+                policy=self.callbacks,
+                checked=self.callback_http,
+            )
         }
         presence: dict[str, Presence] = {}
         self.telegram: TelegramChannel | None = None
@@ -209,6 +218,7 @@ class Runtime:
             gateway_limits=s.peakdesk_gateway_limits,
             forgetter=self.state,
             replays=SignatureMemory(self.redis, self.keys),
+            callback_policy=self.callbacks,
         )
         self.wechat = self._wechat_ingress() if s.wechat_enabled else None
         self.workers = [
@@ -318,6 +328,7 @@ class Runtime:
             await self.telegram.bot.session.close()
         await self.llm.aclose()
         await self.http.close()
+        await self.callback_http.close()
         if self._owns_redis:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()

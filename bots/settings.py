@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.telegram.bot import SECRET_TOKEN_PATTERN
+from adapters.webhook.callback_url import CallbackPolicy, parse_allow_list
 from adapters.webhook.convert import GATEWAY_NAME
 from adapters.wechat.sender import DEFAULT_API_BASE as WECHAT_API_BASE
 from core.llm import (
@@ -90,6 +91,9 @@ class Settings(BaseSettings):
     # A reply whose channel stays unavailable is retried for at least this long (and at least
     # WEBHOOK_CALLBACK_MAX_ATTEMPTS times) before it is set aside
     peakdesk_delivery_retry_s: float = Field(900.0, ge=0, le=7 * 24 * 3600)
+    # The callback URLs a message may name (host names, *.domains, URL prefixes; unset: any
+    # public one), see adapters/webhook/callback_url.py
+    webhook_callback_allow: str = ""
 
     # Telegram channel (on when TELEGRAM_BOT_TOKEN is set)
     telegram_bot_token: SecretStr | None = None  # "<bot id>:<secret>" from BotFather
@@ -200,6 +204,12 @@ class Settings(BaseSettings):
             raise ValueError("EncodingAESKey: 43 characters of A-Z, a-z, 0-9, + and /")
         return value
 
+    @field_validator("webhook_callback_allow")
+    @classmethod
+    def _callback_allow_parses(cls, value: str) -> str:
+        parse_allow_list(value)
+        return value
+
     @field_validator("peakdesk_template_file")
     @classmethod
     def _templates_load(cls, value: str | None) -> str | None:
@@ -249,6 +259,16 @@ class Settings(BaseSettings):
             for name, values in named.items()
             if any(v is not None and len(v) < MIN_SECRET_LENGTH for v in values)
         ]
+
+    @property
+    def callback_policy(self) -> CallbackPolicy:
+        """Which callback URLs replies are posted to: WEBHOOK_CALLBACK_URL and
+        WEBHOOK_CALLBACK_ALLOW as configured, and loopback ones only while on loopback."""
+        return CallbackPolicy(
+            configured=self.webhook_callback_url,
+            allow=parse_allow_list(self.webhook_callback_allow),
+            loopback=self.on_loopback,
+        )
 
     @property
     def slack_settings(self) -> tuple[str | None, str | None, str | None]:

@@ -263,14 +263,19 @@ class Outbox:
                 if owner == SENT:  # sent before, but the ack was lost: do not send again
                     await self._ack(stream, entry_id)
                     return
-            if await self._send_with_retries(reply):
+            failure = await self._send_with_retries(reply)
+            if failure is None:
                 self.metrics.deliveries.labels(reply.channel, "sent").inc()
                 await self._ack(stream, entry_id, sent_claim=claim_key)
                 return
             self.metrics.deliveries.labels(reply.channel, "failed").inc()
             field = "d" if isinstance(reply, DeskEvent) else "r"
+            # ``why``: the error that made it give up, as the log line names it.
             await self.redis.xadd(
-                lane.dead_deliveries, {field: raw}, maxlen=100_000, approximate=True
+                lane.dead_deliveries,
+                {field: raw, "why": str(failure)[:500]},
+                maxlen=100_000,
+                approximate=True,
             )
             if isinstance(reply, Reply) and reply.source is ReplySource.HUMAN and self.desk:
                 await self._tell_desk_undelivered(reply)
@@ -306,9 +311,10 @@ class Outbox:
             raise DeliveryError(f"no reply sender for channel {item.channel!r}", retryable=False)
         await sender.send(item)
 
-    async def _send_with_retries(self, reply: Outgoing) -> bool:
-        """Send until the channel takes it; False once it refused it, or stayed unavailable
-        for ``max_attempts`` attempts and ``retry_for_s`` after the reply was made.
+    async def _send_with_retries(self, reply: Outgoing) -> DeliveryError | None:
+        """Send until the channel takes it (None); the last error once it refused it, or
+        stayed unavailable for ``max_attempts`` attempts and ``retry_for_s`` after the reply
+        was made.
 
         The time floor matters more than the attempts: the backoff ladder of the default 8
         attempts spans about a minute, and a channel down longer than that (Telegram's 5xx,
@@ -319,7 +325,7 @@ class Outbox:
             attempt += 1
             try:
                 await self._send(reply)
-                return True
+                return None
             except DeliveryError as exc:
                 waited = time.time() - reply.created_at
                 if not exc.retryable or (
@@ -331,7 +337,7 @@ class Outbox:
                         exc,
                         attempt,
                     )
-                    return False
+                    return exc
                 self.metrics.deliveries.labels(reply.channel, "retry").inc()
                 delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt - 1, 30))
                 delay = max(delay / 2 + random.uniform(0, delay / 2), exc.retry_after or 0.0)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from adapters.webhook.callback_url import CallbackPolicy, CallbackRefused
 from core.models import InboundMessage, MessageMetadata, Reply
 
 CHANNEL = "webhook"
@@ -96,14 +97,22 @@ def parse_forget(body: bytes) -> str:
 
 
 def to_inbound(
-    gateway: str, payload: WebhookPayload, default_callback_url: str | None
+    gateway: str,
+    payload: WebhookPayload,
+    default_callback_url: str | None,
+    callbacks: CallbackPolicy,
 ) -> InboundMessage:
-    """The core message for a validated payload; PayloadError when no reply route exists."""
+    """The core message for a validated payload; PayloadError when no reply route exists, or
+    when ``callbacks`` refuses the payload's callback URL."""
     callback_url = payload.callback_url or default_callback_url
     if not callback_url:
         raise PayloadError(
             "callback_url: required because WEBHOOK_CALLBACK_URL is not set", "callback_url"
         )
+    try:
+        callbacks.vet(callback_url)
+    except CallbackRefused as exc:
+        raise PayloadError(f"callback_url: {exc}", "callback_url") from None
     meta = payload.metadata
     return InboundMessage(
         channel=CHANNEL,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from adapters.webhook.callback_url import CallbackPolicy
 from adapters.webhook.convert import (
     CHANNEL,
     GATEWAY_NAME,
@@ -92,6 +93,7 @@ class WebhookIngress:
         gateway_limits: Mapping[str, int] | None = None,
         forgetter: Forgetter | None = None,
         replays: ReplayGuard | None = None,
+        callback_policy: CallbackPolicy | None = None,
     ) -> None:
         self.queue = queue
         self.detector = detector
@@ -106,6 +108,7 @@ class WebhookIngress:
         self.gateway_limits = dict(gateway_limits or {})
         self.forgetter = forgetter
         self.replays = replays
+        self.callback_policy = callback_policy or CallbackPolicy(configured=default_callback_url)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -276,7 +279,7 @@ class WebhookIngress:
                 )
         try:
             payload = parse_payload(body)
-            message = to_inbound(gateway, payload, self.default_callback_url)
+            message = to_inbound(gateway, payload, self.default_callback_url, self.callback_policy)
         except PayloadError as exc:
             return self._reject("invalid", 400, str(exc), exc.field)
 

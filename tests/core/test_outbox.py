@@ -118,6 +118,7 @@ async def test_a_refused_reply_is_kept_aside_not_retried(redis: Redis, keys: Key
     assert dead is not None and len(dead) == 1
     fields = dead[0][1]
     assert fields is not None and Reply.from_json(fields["r"]).ticket_id == "T1"
+    assert fields["why"] == "blocked by the user"
 
 
 async def test_a_channel_down_longer_than_the_attempts_gets_the_reply_once_back(
