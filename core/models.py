@@ -276,6 +276,7 @@ class DeskEventKind(StrEnum):
     CUSTOMER = "customer"  # the customer wrote while people own the conversation
     STATUS = "status"  # taken over, returned to the bot, resolved
     UNDELIVERED = "undelivered"  # a staff reply could not reach the customer
+    FORGOTTEN = "forgotten"  # the customer's data was deleted: the hand-over is gone
 
 
 @dataclass(slots=True)
@@ -293,6 +294,8 @@ class DeskEvent:
     text: str = ""
     actor: str = ""  # the staff member who changed the status
     status: str = ""
+    # The desk's thread of the hand-over, for events sent once its record is gone (forgotten).
+    thread: str = ""
     wait_until: float = 0.0  # no synchronous waiter: sent at once
     created_at: float = field(default_factory=time.time)
 
