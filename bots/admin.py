@@ -17,11 +17,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from redis.exceptions import RedisError
 
-from adapters.webhook.convert import payload_error
+from adapters.webhook.convert import Id, payload_error
 from core.aio import read_limited
+from core.models import named_conversation_key
 
 MAX_BODY_BYTES = 4096
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 class Forgetter(Protocol):
@@ -31,13 +31,20 @@ class Forgetter(Protocol):
 class ForgetRequest(BaseModel):
     """``channel`` (telegram, wechat, webhook, slack...), ``conversation_id`` (the Telegram
     chat id, the WeChat OpenID, the gateway's conversation id) and ``account`` (the gateway
-    name; for Telegram and WeChat the configured bot or account is the default)."""
+    name; for Telegram and WeChat the configured bot or account is the default).
+
+    As on the webhook: ``user_id`` names the user whose conversation it is when that is not
+    the conversation's own id (a gateway's conversation of one user), ``group`` a conversation
+    its members share (a Telegram group); ``conversation_id`` alone names a one-to-one
+    conversation (a Telegram private chat, a WeChat OpenID)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
     channel: Annotated[str, StringConstraints(pattern=r"^[a-z]{1,16}$")]
     conversation_id: Id
     account: Id | None = None
+    user_id: Id | None = None
+    group: bool = False
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -80,7 +87,9 @@ class AdminApi:
             return _error(400, f"account: required for channel {asked.channel}")
         try:
             deleted = await self.forgetter.forget(
-                f"{asked.channel}:{account}:{asked.conversation_id}"
+                named_conversation_key(
+                    asked.channel, account, asked.conversation_id, asked.user_id, asked.group
+                )
             )
         except RedisError:
             return web.json_response(

@@ -38,7 +38,7 @@ from core.aio import wait_event
 from core.circuit import CircuitBreaker
 from core.errors import StoreUnavailable
 from core.handler import DEFAULT_SYSTEM_PROMPT, ReplyHandler
-from core.handover import HandoverDesk
+from core.handover import ConversationForgetter, HandoverDesk
 from core.keys import Keys
 from core.ledger import Ledger
 from core.llm import HolySheepClient
@@ -117,7 +117,13 @@ class Runtime:
             burst_window_s=s.peakdesk_burst_window_s,
         )
         self.queue.acks = self.peak
-        self.desk = HandoverDesk(self.redis, self.keys, staffed=s.slack_enabled)
+        self.desk = HandoverDesk(
+            self.redis,
+            self.keys,
+            staffed=s.slack_enabled,
+            escalate_interval_s=s.peakdesk_escalate_interval_s,
+        )
+        self.forgetter = ConversationForgetter(self.state, self.desk)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.llm = HolySheepClient(
             api_key=reveal(s.holysheep_api_key),
@@ -216,7 +222,7 @@ class Runtime:
             limiter=RateLimiter(self.redis, self.keys),
             gateway_limit=s.peakdesk_gateway_limit,
             gateway_limits=s.peakdesk_gateway_limits,
-            forgetter=self.state,
+            forgetter=self.forgetter,
             replays=SignatureMemory(self.redis, self.keys),
             callback_policy=self.callbacks,
         )
@@ -281,7 +287,7 @@ class Runtime:
         if self.wechat is not None:
             routes += self.wechat.routes()
         routes += AdminApi(
-            reveal(self.settings.peakdesk_admin_token), self.state, self._accounts
+            reveal(self.settings.peakdesk_admin_token), self.forgetter, self._accounts
         ).routes()
         return self._build_app(routes)
 

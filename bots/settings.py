@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     slack_support_channel: str | None = Field(None, pattern=r"^[CG][A-Z0-9]{2,}$")
     slack_api_base: str | None = Field(None, pattern=r"^https?://\S+$")
     peakdesk_escalate_after_failures: int = Field(2, ge=1, le=100)
+    # A conversation is posted to Slack as a new hand-over at most once per this; 0 = no limit
+    peakdesk_escalate_interval_s: int = Field(600, ge=0, le=7 * 24 * 3600)
 
     # WeChat Official Account (on when WECHAT_TOKEN, WECHAT_APP_ID and WECHAT_APP_SECRET are
     # all set; WECHAT_AES_KEY adds safe mode)

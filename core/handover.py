@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, cast
 from redis.asyncio import Redis
 
 from core.keys import Keys
+from core.ledger import count_open_handovers
 from core.models import (
     DeskEvent,
     DeskEventKind,
@@ -31,7 +32,7 @@ from core.models import (
     language,
 )
 from core.queue import GROUP
-from core.state import Turn
+from core.state import ConversationState, Turn
 from core.store import lua_script
 
 REQUESTED: Final = "requested"  # waiting for a person
@@ -91,6 +92,7 @@ class Handover:
     order_id: str
     locale: str
     transcript: list[Turn] = field(default_factory=list)
+    group: bool = False  # the conversation is a group's (see core.models.conversation_key)
 
     @property
     def is_open(self) -> bool:
@@ -116,6 +118,7 @@ class Handover:
             order_id=record.get("order_id", ""),
             locale=record.get("locale", ""),
             transcript=json.loads(record.get("transcript") or "[]"),
+            group=record.get("group") == "1",
         )
 
 
@@ -142,15 +145,18 @@ class HandoverDesk:
         staffed: bool = True,
         ttl_s: int = 7 * 24 * 3600,
         failures_ttl_s: int = 3600,
+        escalate_interval_s: int = 600,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.staffed = staffed
         self.ttl_s = ttl_s
         self.failures_ttl_s = failures_ttl_s
+        self.escalate_interval_s = escalate_interval_s
         self._escalate = redis.register_script(lua_script("escalate.lua"))
         self._hold = redis.register_script(lua_script("hold.lua"))
         self._change = redis.register_script(lua_script("handover.lua"))
+        self._open_count = redis.register_script(lua_script("open_handovers.lua"))
 
     # -- the bot's side ---------------------------------------------------------------------
 
@@ -164,11 +170,16 @@ class HandoverDesk:
         order_id: str | None = None,
         history: Sequence[Turn] = (),
         answer: str = "",
+        by_staff: bool = False,
     ) -> bool:
         """Hand the conversation of ``message`` to people; False when it already was (by this
         ticket or since earlier), or when no desk is staffed.
 
         People are shown the last turns of ``history``, the message and the bot's ``answer``.
+        A conversation is posted to the desk as a new hand-over at most once per
+        ``escalate_interval_s`` (unless staff asked, ``by_staff``): escalated again within it,
+        its closed hand-over reopens in the desk's thread, and with no record left (forgotten)
+        nothing happens (False).
         """
         if not self.staffed:
             return False
@@ -179,6 +190,9 @@ class HandoverDesk:
             transcript.append({"role": "assistant", "content": answer})
         conversation = message.conversation_key
         event = DeskEvent(DeskEvent.new_id(), DeskEventKind.ESCALATED, conversation, ticket_id)
+        reopened = DeskEvent(
+            DeskEvent.new_id(), DeskEventKind.STATUS, conversation, ticket_id, status=REQUESTED
+        )
         record = {
             "reason": reason,
             "priority": str(priority),
@@ -191,6 +205,7 @@ class HandoverDesk:
             "order_id": order_id or message.metadata.order_id or "",
             "locale": message.metadata.locale or "",
             "transcript": json.dumps(transcript, ensure_ascii=False),
+            "group": "1" if message.group else "",
         }
         lane = self.keys.for_conversation(conversation)
         created = await self._escalate(
@@ -199,6 +214,7 @@ class HandoverDesk:
                 lane.handovers_open,
                 lane.outbox,
                 self.keys.handover_ticket(ticket_id),
+                self.keys.escalated(conversation),
             ],
             args=[
                 ticket_id,
@@ -206,6 +222,8 @@ class HandoverDesk:
                 conversation,
                 event.to_json(),
                 self.ttl_s,
+                0 if by_staff else self.escalate_interval_s,
+                reopened.to_json(),
                 *(item for pair in record.items() for item in pair),
             ],
         )
@@ -310,6 +328,7 @@ class HandoverDesk:
             user_id=handover.user_id,
             reply_to=handover.reply_to,
             reply_id=reply_id,
+            group=handover.group,
         )
         return await self._run("reply", conversation_key, actor, reply)
 
@@ -344,7 +363,47 @@ class HandoverDesk:
         return Change(outcome, owner)
 
     async def open_count(self) -> int:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for lane in self.keys.lanes:
-                pipe.zcard(lane.handovers_open)
-            return sum(int(n) for n in await pipe.execute())
+        """The hand-overs waiting for or owned by people (those whose record expired are
+        dropped from the open set on the way)."""
+        return await count_open_handovers(self._open_count, self.keys)
+
+    # -- forgetting -------------------------------------------------------------------------
+
+    async def forget(self, conversation_key: str) -> int:
+        """Delete the conversation's hand-over (README: Customer data): its record with the
+        transcript, its ticket and thread indexes and its place in the open set; an open
+        hand-over is thereby closed (the bot answers what comes next). The desk is told in
+        the hand-over's thread. Returns how many keys existed."""
+        record = self.keys.handover(conversation_key)
+        ticket, thread = cast(list[str | None], await self.redis.hmget(record, "ticket", "thread"))
+        lane = self.keys.for_conversation(conversation_key)
+        # One slot: the ticket's lane is the conversation's (its tickets are made so).
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(record, *([self.keys.handover_ticket(ticket)] if ticket else []))
+            pipe.zrem(lane.handovers_open, conversation_key)
+            if thread and self.staffed:
+                event = DeskEvent(
+                    DeskEvent.new_id(),
+                    DeskEventKind.FORGOTTEN,
+                    conversation_key,
+                    ticket or "",
+                    thread=thread,
+                )
+                pipe.xadd(lane.outbox, {"d": event.to_json()})
+            deleted, *_ = await pipe.execute()
+        if thread:  # the thread index is shared by the lanes (another slot)
+            deleted += await self.redis.delete(self.keys.handover_thread(thread))
+        return int(deleted)
+
+
+class ConversationForgetter:
+    """Deletes what is stored about one conversation when its customer asks (README:
+    Customer data): its state (history, context...) and its hand-over."""
+
+    def __init__(self, state: ConversationState, desk: HandoverDesk) -> None:
+        self.state = state
+        self.desk = desk
+
+    async def forget(self, conversation_key: str) -> int:
+        """Returns how many keys existed."""
+        return await self.state.forget(conversation_key) + await self.desk.forget(conversation_key)

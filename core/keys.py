@@ -161,7 +161,18 @@ class Keys:
         return f"{self._lane_tag}:flood:notice:{sender_key}"
 
     def handover(self, conversation_key: str) -> str:
-        return f"{self._conversation_tag(conversation_key)}:handover:{conversation_key}"
+        return self.for_conversation(conversation_key).handover_prefix + conversation_key
+
+    @property
+    def handover_prefix(self) -> str:
+        """What the lane's hand-over records start with (a script builds them from the
+        conversations of the open set)."""
+        return f"{self._lane_tag}:handover:"
+
+    def escalated(self, conversation_key: str) -> str:
+        """Set for a while after the conversation was posted to the desk as a new hand-over
+        (``PEAKDESK_ESCALATE_INTERVAL_S``)."""
+        return f"{self._conversation_tag(conversation_key)}:escalated:{conversation_key}"
 
     @property
     def handovers_open(self) -> str:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from core.aio import wait_event
 from core.keys import PRIORITIES, Keys
+from core.store import lua_script
 
 log = logging.getLogger("peakdesk.ledger")
 
@@ -88,6 +90,16 @@ class Dashboard:
         return None if not total else 1 - self.answers_today.get(LLM_SOURCE, 0) / total
 
 
+async def count_open_handovers(script: AsyncScript, keys: Keys) -> int:
+    """The hand-overs waiting for or owned by people, in every lane, by ``script``
+    (``open_handovers.lua``, which drops the open sets' members whose record expired: a TTL
+    cannot remove them). One call per lane: a cluster pipeline does not load scripts."""
+    counts = await asyncio.gather(
+        *(script(keys=[lane.handovers_open], args=[lane.handover_prefix]) for lane in keys.lanes)
+    )
+    return sum(int(n) for n in counts)
+
+
 class Ledger:
     """Shared counters in Redis (see the module docstring).
 
@@ -104,6 +116,8 @@ class Ledger:
         self._cost: dict[str, float] = {}  # day -> USD
         self._tokens: dict[tuple[int, str], list[int]] = {}  # (hour, day) -> prompt, cached, out
         self._waits: dict[int, list[int]] = {}  # priority -> waits in ms, newest last
+        # Counts a lane's open hand-overs, dropping those whose record expired.
+        self._open_handovers = redis.register_script(lua_script("open_handovers.lua"))
 
     def record_llm_call(
         self,
@@ -174,12 +188,10 @@ class Ledger:
             days = day_keys(self.keys, utc_day(now))
             for key in days:
                 pipe.hgetall(key)
-            for lane in self.keys.lanes:
-                pipe.zcard(lane.handovers_open)
             found = await pipe.execute()
         waits, calls = found[: len(PRIORITIES)], found[len(PRIORITIES)]
-        day = add_counters(found[len(PRIORITIES) + 1 : len(PRIORITIES) + 1 + len(days)])
-        open_handovers = sum(int(n) for n in found[len(PRIORITIES) + 1 + len(days) :])
+        day = add_counters(found[len(PRIORITIES) + 1 :])
+        open_handovers = await count_open_handovers(self._open_handovers, self.keys)
         p95 = {
             priority: (
                 None if (p := percentile([float(v) for v in raw], 0.95)) is None else p / 1000
@@ -193,5 +205,5 @@ class Ledger:
             llm_calls_last_minute=int(calls or 0),
             answers_today=answers,
             cost_today_usd=float(day.get("cost_usd") or 0.0),
-            open_handovers=int(open_handovers),
+            open_handovers=open_handovers,
         )

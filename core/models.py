@@ -39,6 +39,57 @@ class ReplySource(StrEnum):
 
 _CJK: Final = re.compile(r"[\u3400-\u9fff]")
 
+# Separates a conversation id from what follows it in a conversation key. No channel lets it
+# into an id: Telegram ids are integers, WeChat's OpenIDs come in XML (which cannot carry it),
+# the webhook refuses control characters in ids (400).
+KEY_SEPARATOR: Final = "\x1f"
+GROUP_SUFFIX: Final = KEY_SEPARATOR + "g"
+USER_SUFFIX: Final = KEY_SEPARATOR + "u"
+
+
+def conversation_key(
+    channel: str, account: str, conversation_id: str, user_id: str, group: bool = False
+) -> str:
+    """Where a conversation's state lives (history, context, caches, hand-over), unique across
+    channels and accounts, and shared between users only in a group conversation.
+
+    - one-to-one, the common case (``conversation_id == user_id``: a Telegram private chat, a
+      WeChat OpenID, a webhook message naming no conversation): ``channel:account:<id>``, the
+      key of earlier versions;
+    - a group (a Telegram group, a webhook message with ``metadata.group``):
+      ``channel:account:<conversation_id>`` + US + ``g``;
+    - any other conversation is its user's own: ``channel:account:<conversation_id>`` + US +
+      ``u`` + ``<user_id>``.
+
+    No two of these are equal (US: :data:`KEY_SEPARATOR`, which no id contains): after the fixed
+    ``channel:account:`` (neither holds ":"), a key without US is the one-to-one form; one
+    with US splits at its only US into the conversation id and ``g`` (group) or ``u`` + the
+    user id. So naming another customer's id as the conversation (with or without
+    ``group``) never reaches that customer's one-to-one key, nor another user's.
+    """
+    prefix = f"{channel}:{account}:{conversation_id}"
+    if group:
+        return prefix + GROUP_SUFFIX
+    if conversation_id == user_id:
+        return prefix
+    return prefix + USER_SUFFIX + user_id
+
+
+def named_conversation_key(
+    channel: str,
+    account: str,
+    conversation_id: str | None,
+    user_id: str | None,
+    group: bool,
+) -> str:
+    """The key of the conversation a request names (forgetting): a group by its id, else the
+    user's conversation of that id. Either id alone names that user's one-to-one
+    conversation (as a webhook message without a ``conversation_id`` has)."""
+    conversation = conversation_id or user_id
+    if conversation is None:
+        raise ValueError("a conversation_id or a user_id is required")
+    return conversation_key(channel, account, conversation, user_id or conversation, group)
+
 
 def spoken_language(text: str, locale: str) -> str | None:
     """The language a message is in, as far as it is safe to tell: the locale's language,
@@ -80,6 +131,9 @@ class InboundMessage:
     metadata: MessageMetadata = field(default_factory=MessageMetadata)
     reply_to: dict[str, str] = field(default_factory=dict)  # channel routing (callback_url...)
     received_at: float = field(default_factory=time.time)
+    # The conversation is shared by its members (a Telegram group, a webhook message that says
+    # so): they see each other's history. Otherwise it is the sender's own.
+    group: bool = False
 
     @property
     def dedupe_key(self) -> str:
@@ -87,8 +141,11 @@ class InboundMessage:
 
     @property
     def conversation_key(self) -> str:
-        """The conversation, unique across channels and accounts."""
-        return f"{self.channel}:{self.account}:{self.conversation_id}"
+        """The conversation's state, unique across channels and accounts (see
+        :func:`conversation_key`)."""
+        return conversation_key(
+            self.channel, self.account, self.conversation_id, self.user_id, self.group
+        )
 
     @property
     def sender_key(self) -> str:
@@ -143,11 +200,14 @@ class Reply:
     # A synchronous waiter (webhook ?wait=N) may take the reply until then; callbacks wait for it.
     wait_until: float = 0.0
     created_at: float = field(default_factory=time.time)
+    group: bool = False  # as the message's (replies stored before it existed: one-to-one)
 
     @property
     def conversation_key(self) -> str:
         """The conversation this reply belongs to (as ``InboundMessage.conversation_key``)."""
-        return f"{self.channel}:{self.account}:{self.conversation_id}"
+        return conversation_key(
+            self.channel, self.account, self.conversation_id, self.user_id, self.group
+        )
 
     @property
     def delivery_id(self) -> str:
@@ -188,6 +248,7 @@ class Reply:
             wait_until=wait_until,
             message_ids=list(message_ids) if len(message_ids) > 1 else [],
             reply_id=reply_id,
+            group=message.group,
         )
 
     @property
@@ -215,6 +276,7 @@ class DeskEventKind(StrEnum):
     CUSTOMER = "customer"  # the customer wrote while people own the conversation
     STATUS = "status"  # taken over, returned to the bot, resolved
     UNDELIVERED = "undelivered"  # a staff reply could not reach the customer
+    FORGOTTEN = "forgotten"  # the customer's data was deleted: the hand-over is gone
 
 
 @dataclass(slots=True)
@@ -232,6 +294,8 @@ class DeskEvent:
     text: str = ""
     actor: str = ""  # the staff member who changed the status
     status: str = ""
+    # The desk's thread of the hand-over, for events sent once its record is gone (forgotten).
+    thread: str = ""
     wait_until: float = 0.0  # no synchronous waiter: sent at once
     created_at: float = field(default_factory=time.time)
 

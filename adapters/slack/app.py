@@ -300,6 +300,7 @@ class SlackApp:
             text="",
             account=reply.account,
             reply_to=reply.reply_to,
+            group=reply.group,
         )
         await self.desk.escalate(
             message,
@@ -307,4 +308,5 @@ class SlackApp:
             priority=reply.priority,
             reason="opened by staff (/peakdesk takeover)",
             history=await self.state.history(reply.conversation_key),
+            by_staff=True,
         )

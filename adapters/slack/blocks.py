@@ -127,7 +127,19 @@ def status_note(status: str, actor: str) -> str:
         return f":technologist: Taken over{by}: the bot stays quiet in this conversation."
     if status == RETURNED:
         return f":robot_face: Returned to the bot{by}."
+    if status == REQUESTED:  # escalated again soon after it was closed
+        return ":hourglass_flowing_sand: Handed over again: waiting for a person."
     return f":white_check_mark: Resolved{by}."
+
+
+def forgotten_message(ticket_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """What replaces a hand-over's parent message once the customer's data was deleted (the
+    transcript goes with it), and the note in its thread."""
+    text = (
+        f"Hand-over {ticket_id}: closed, the customer's data was deleted at their request."
+        " Replies in this thread no longer reach the customer."
+    )
+    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
 def undelivered_note(text: str) -> str:

@@ -20,7 +20,13 @@ from redis.asyncio import Redis
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.blocks import customer_text, escalation_message, status_note, undelivered_note
+from adapters.slack.blocks import (
+    customer_text,
+    escalation_message,
+    forgotten_message,
+    status_note,
+    undelivered_note,
+)
 from core.errors import DeliveryError
 from core.handover import Handover, HandoverDesk
 from core.keys import Keys
@@ -54,6 +60,9 @@ class SlackDesk:
         self.channel = channel
 
     async def send(self, event: DeskEvent) -> None:
+        if event.kind is DeskEventKind.FORGOTTEN:
+            await self._forgotten(event)
+            return
         handover = await self.desk.get(event.conversation_key)
         if handover is None:
             log.info("desk event for ticket %s: hand-over record expired", event.ticket_id)
@@ -73,6 +82,14 @@ class SlackDesk:
             await self._post(status_note(event.status, event.actor), thread_ts=thread)
         elif event.kind is DeskEventKind.UNDELIVERED:
             await self._post(undelivered_note(event.text), thread_ts=thread)
+
+    async def _forgotten(self, event: DeskEvent) -> None:
+        """The record is gone: take the transcript out of the parent message, say so in the
+        thread (what customers wrote into the thread stays: Slack's, not ours)."""
+        channel, _, ts = event.thread.rpartition(":")
+        text, blocks = forgotten_message(event.ticket_id)
+        await self._call("chat_update", channel=channel, ts=ts, text=text, blocks=blocks)
+        await self._call("chat_postMessage", channel=channel, text=text, thread_ts=ts)
 
     async def _thread(self, handover: Handover) -> str:
         """The ts of the hand-over's parent message, posting it first when there is none.

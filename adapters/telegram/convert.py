@@ -177,7 +177,9 @@ def to_inbound(
     text: str,
     bot: BotIdentity,
 ) -> InboundMessage:
-    """The core message: one conversation per chat, ids unique per bot."""
+    """The core message (of a ``message`` whose chat :func:`classify_update` checked): one
+    conversation per chat, ids unique per bot. A group's members share its conversation; a
+    private chat is its user's own."""
     chat = str(chat_id)
     reply_to = {"chat_id": chat, "message_id": str(message_id)}
     thread = message.get("message_thread_id")
@@ -191,6 +193,7 @@ def to_inbound(
         message_id=f"{chat}:{message_id}",
         user_id=str(user) if type(user) is int else chat,
         conversation_id=chat,
+        group=message["chat"].get("type") in GROUP_CHAT_TYPES,
         text=text,
         metadata=MessageMetadata(
             locale=locale[:MAX_LOCALE_LENGTH]

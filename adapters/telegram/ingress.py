@@ -36,7 +36,7 @@ from adapters.telegram.convert import (
 from adapters.telegram.templates import template
 from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
-from core.handover import HandoverDesk, handover_notice
+from core.handover import ConversationForgetter, HandoverDesk, handover_notice
 from core.metrics import Metrics
 from core.models import InboundMessage, ReplySource
 from core.priority import PriorityDetector
@@ -76,6 +76,7 @@ class TelegramIngress:
         self.detector = detector
         self.state = state
         self.handover = handover
+        self.forgetter = ConversationForgetter(state, handover)
         self.metrics = metrics
         self.bot = BotIdentity(bot_id, bot_username)
         # None disables the check: for tests and loopback only (the runtime refuses otherwise).
@@ -176,7 +177,7 @@ class TelegramIngress:
                     self._duplicates.inc()
                     return
                 if command == "forget":
-                    await self.state.forget(message.conversation_key)
+                    await self.forgetter.forget(message.conversation_key)
                 elif await self._hand_over(message, ticket_id, priority):
                     wait = await self.handover.estimated_wait()
                     text = handover_notice(ticket_id, wait, message.metadata.locale)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from adapters.webhook.callback_url import CallbackPolicy, CallbackRefused
 from core.models import InboundMessage, MessageMetadata, Reply
@@ -14,7 +21,21 @@ CHANNEL = "webhook"
 GATEWAY_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 MAX_BODY_BYTES = 64 * 1024
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    # Conversation keys separate an id from what follows with one (core.models.KEY_SEPARATOR).
+    if _CONTROL.search(value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256),
+    AfterValidator(_no_control_characters),
+]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 
 
@@ -27,6 +48,8 @@ class PayloadMetadata(BaseModel):
     order_id: ShortText | None = None
     product_id: ShortText | None = None
     locale: Annotated[str, StringConstraints(max_length=35)] | None = None
+    # Several users share the conversation (a group chat): they see each other's history.
+    group: bool = False
 
 
 class WebhookPayload(BaseModel):
@@ -46,12 +69,16 @@ class WebhookPayload(BaseModel):
 
 
 class ForgetPayload(BaseModel):
-    """The body of ``POST /webhook/{gateway}/forget``: whose data to delete."""
+    """The body of ``POST /webhook/{gateway}/forget``: whose data to delete. A user's
+    conversation (``user_id``, with the ``conversation_id`` the gateway named, if any), or a
+    group's (``conversation_id`` and ``group``); ``conversation_id`` alone names the
+    one-to-one conversation of the user of that id, as messages default it."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
     conversation_id: Id | None = None
     user_id: Id | None = None
+    group: bool = False
 
 
 class PayloadError(ValueError):
@@ -83,17 +110,17 @@ def parse_payload(body: bytes) -> WebhookPayload:
     return payload
 
 
-def parse_forget(body: bytes) -> str:
-    """The conversation id a forget request names (``user_id`` when it names no conversation,
-    as messages default it); PayloadError otherwise."""
+def parse_forget(body: bytes) -> ForgetPayload:
+    """The validated body of a forget request; PayloadError when it names no conversation."""
     try:
         payload = ForgetPayload.model_validate_json(body)
     except ValidationError as exc:
         raise payload_error(exc) from None
-    conversation = payload.conversation_id or payload.user_id
-    if conversation is None:
+    if payload.group and payload.conversation_id is None:
+        raise PayloadError("conversation_id: required with group", "conversation_id")
+    if payload.conversation_id is None and payload.user_id is None:
         raise PayloadError("conversation_id or user_id: one is required", "conversation_id")
-    return conversation
+    return payload
 
 
 def to_inbound(
@@ -120,6 +147,7 @@ def to_inbound(
         message_id=payload.message_id,
         user_id=payload.user_id,
         conversation_id=payload.conversation_id or payload.user_id,
+        group=meta.group,
         text=payload.text,
         metadata=MessageMetadata(
             vip=meta.vip,

@@ -30,7 +30,7 @@ from adapters.webhook.signing import GatewaySecrets, Purpose, SignatureError, Si
 from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.metrics import Metrics
-from core.models import InboundMessage, MessageMetadata, Reply
+from core.models import InboundMessage, MessageMetadata, Reply, named_conversation_key
 from core.queue import Admission
 from core.ratelimit import Rate
 
@@ -244,12 +244,15 @@ class WebhookIngress:
 
     async def _forget(self, request: web.Request, body: bytes) -> web.Response:
         try:
-            conversation_id = parse_forget(body)
+            asked = parse_forget(body)
         except PayloadError as exc:
             return self._reject("invalid", 400, str(exc), exc.field)
         if self.forgetter is None:
             return _error(404, "forgetting is not available here")
-        key = f"{CHANNEL}:{request.match_info['gateway']}:{conversation_id}"
+        gateway = request.match_info["gateway"]
+        key = named_conversation_key(
+            CHANNEL, gateway, asked.conversation_id, asked.user_id, asked.group
+        )
         try:
             deleted = await self.forgetter.forget(key)
         except RedisError:
@@ -259,7 +262,11 @@ class WebhookIngress:
                 **{"Retry-After": str(self.retry_after_s)},
             )
         return web.json_response(
-            {"status": "forgotten", "conversation_id": conversation_id, "deleted": deleted}
+            {
+                "status": "forgotten",
+                "conversation_id": asked.conversation_id or asked.user_id,
+                "deleted": deleted,
+            }
         )
 
     async def _admit(self, request: web.Request, body: bytes) -> web.Response:

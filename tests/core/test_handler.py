@@ -180,7 +180,8 @@ async def test_llm_failure_becomes_an_apology_with_ticket_and_code(
     assert reply.source is ReplySource.FALLBACK and reply.error_code == "forbidden"
     assert "T1" in reply.text and "forbidden" in reply.text and "工单号" in reply.text
     await handler.remember(message, reply)
-    assert await state.history("webhook:gw:c1") == [{"role": "user", "content": "hi"}]
+    conversation = message.message.conversation_key
+    assert await state.history(conversation) == [{"role": "user", "content": "hi"}]
 
 
 async def test_product_and_policy_caches_expire_after_the_catalogue_ttl(

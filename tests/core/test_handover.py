@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -136,7 +137,7 @@ async def test_a_staff_reply_goes_out_once_and_takes_an_unowned_conversation(
 
 
 async def test_a_resolved_conversation_can_be_escalated_again(redis: Redis, keys: Keys) -> None:
-    desk = HandoverDesk(redis, keys)
+    desk = HandoverDesk(redis, keys, escalate_interval_s=0)
     await escalate(desk, ticket="T1")
     await desk.set_thread(CONVERSATION, "C1:100.1")
     await desk.change(CONVERSATION, "resolve", "U1")
@@ -146,6 +147,90 @@ async def test_a_resolved_conversation_can_be_escalated_again(redis: Redis, keys
     handover = await desk.get(CONVERSATION)
     assert handover is not None and handover.ticket_id == "T9" and handover.thread == ""
     assert await desk.find_by_thread("C1:100.1") == CONVERSATION
+
+
+async def test_escalated_again_within_the_interval_it_reopens_in_its_thread(
+    redis: Redis, keys: Keys
+) -> None:
+    desk = HandoverDesk(redis, keys, escalate_interval_s=60)
+    await escalate(desk, ticket="T1")
+    await desk.set_thread(CONVERSATION, "C1:100.1")
+    await desk.change(CONVERSATION, "resolve", "U1")
+    assert await escalate(desk, ticket="T2") is True
+    assert await escalate(desk, ticket="T2") is False  # processed again
+    handover = await desk.get(CONVERSATION)
+    assert handover is not None and (handover.status, handover.ticket_id) == (REQUESTED, "T2")
+    assert handover.thread == "C1:100.1" and await desk.open_count() == 1
+    events = [e for e in await outbox(redis, keys) if isinstance(e, DeskEvent)]
+    assert [e.kind for e in events] == [
+        DeskEventKind.ESCALATED,
+        DeskEventKind.STATUS,  # resolved
+        DeskEventKind.STATUS,  # requested again: a note in the thread, no new post
+    ]
+    assert events[-1].status == REQUESTED
+    # Forgotten, then escalated within the interval: nothing to reopen, nothing posted.
+    await desk.forget(CONVERSATION)
+    assert await escalate(desk, ticket="T3") is False
+    assert await desk.get(CONVERSATION) is None
+    # Staff may always open one.
+    message = inbound(4, "")
+    opened = await desk.escalate(
+        message, ticket_id="T4", priority=2, reason="opened by staff", by_staff=True
+    )
+    assert opened is True
+
+
+async def test_after_the_interval_an_escalation_is_posted_anew(redis: Redis, keys: Keys) -> None:
+    desk = HandoverDesk(redis, keys, escalate_interval_s=60)
+    await escalate(desk, ticket="T1")
+    await desk.change(CONVERSATION, "resolve", "U1")
+    await redis.delete(keys.escalated(CONVERSATION))  # as its TTL would, after 60 s
+    assert await escalate(desk, ticket="T2") is True
+    events = [e for e in await outbox(redis, keys) if isinstance(e, DeskEvent)]
+    assert [e.kind for e in events][-1] is DeskEventKind.ESCALATED
+
+
+async def test_forgetting_deletes_the_record_its_indexes_and_tells_the_desk(
+    redis: Redis, keys: Keys
+) -> None:
+    desk = HandoverDesk(redis, keys)
+    await escalate(desk, ticket="T1")
+    await desk.set_thread(CONVERSATION, "C1:100.1")
+    assert await desk.forget(CONVERSATION) == 3  # the record, its ticket and thread indexes
+    assert await desk.get(CONVERSATION) is None and await desk.find("T1") is None
+    assert await desk.find_by_thread("C1:100.1") is None
+    assert await desk.open_count() == 0
+    event = (await outbox(redis, keys))[-1]
+    assert isinstance(event, DeskEvent) and event.kind is DeskEventKind.FORGOTTEN
+    assert (event.thread, event.ticket_id) == ("C1:100.1", "T1")
+    assert await desk.forget(CONVERSATION) == 0
+
+
+async def test_the_open_count_drops_hand_overs_whose_record_expired(
+    redis: Redis, keys: Keys
+) -> None:
+    desk = HandoverDesk(redis, keys)
+    await escalate(desk, ticket="T1")
+    other = dataclasses.replace(inbound(2, "a person please"), user_id="u2", conversation_id="u2")
+    await desk.escalate(other, ticket_id="T2", priority=1, reason="asked")
+    assert await desk.open_count() == 2
+    await redis.delete(keys.handover(CONVERSATION))  # as its TTL would
+    assert await desk.open_count() == 1
+    lane = keys.for_conversation(CONVERSATION)
+    assert await redis.zscore(lane.handovers_open, CONVERSATION) is None
+
+
+async def test_a_group_hand_over_answers_in_the_groups_conversation(
+    redis: Redis, keys: Keys
+) -> None:
+    desk = HandoverDesk(redis, keys)
+    message = dataclasses.replace(
+        inbound(1, "a person please"), conversation_id="room", user_id="carol", group=True
+    )
+    await desk.escalate(message, ticket_id="T1", priority=1, reason="asked")
+    await desk.staff_reply(message.conversation_key, "U7", "Hello room", "H1")
+    [reply] = [e for e in await outbox(redis, keys) if isinstance(e, Reply)]
+    assert reply.group and reply.conversation_key == message.conversation_key
 
 
 async def test_failures_are_counted_per_conversation(redis: Redis, keys: Keys) -> None:

@@ -35,6 +35,8 @@ def conversation_keys(keys: Keys, conversation: str, ticket: str) -> list[str]:
         keys.history(conversation),
         keys.context(conversation),
         keys.handover(conversation),
+        lane.handover_prefix + conversation,
+        keys.escalated(conversation),
     ]
 
 

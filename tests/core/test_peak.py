@@ -234,7 +234,7 @@ async def test_lean_levels_shorten_answers_trim_history_and_switch_model(
     state = handler.state
     for n in range(5):
         await state.record_turn(
-            "webhook:gw:c1",
+            entry("").message.conversation_key,
             [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}],
         )
     await reply_to(handler, entry("tell me a joke", n=1))

@@ -198,7 +198,7 @@ async def test_acknowledgements_a_full_one_then_short_ones_and_none_while_people
     queue = await make_queue(redis, keys, acks=AlwaysAcknowledge(), merge_bursts=True)
 
     def said(n: int) -> InboundMessage:
-        return dataclasses.replace(inbound(n), conversation_id="c1")
+        return dataclasses.replace(inbound(n), conversation_id="c1", group=True)
 
     first = await queue.admit(said(1), 2)
     second = await queue.admit(said(2), 2)

@@ -200,7 +200,7 @@ async def test_replies_of_one_conversation_keep_the_order_of_its_messages(
     await queue.ensure_groups()
     for n, text in enumerate(["first", "second"]):
         message = inbound(n, text)
-        message.conversation_id = "same-chat"
+        message.conversation_id, message.group = "same-chat", True
         await queue.admit(message, 2)
     other = inbound(7, "other chat")
     await queue.admit(other, 2)
@@ -229,7 +229,7 @@ async def test_a_burst_from_one_customer_does_not_hold_up_the_others(
     await queue.ensure_groups()
     for n in range(6):  # one chatty customer first...
         burst = inbound(n, f"burst {n}")
-        burst.conversation_id = "chatty"
+        burst.conversation_id = burst.user_id = "chatty"
         await queue.admit(burst, 2)
     await queue.admit(inbound(99, "someone else"), 2)  # ...then another customer
     llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)

@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from adapters.slack.blocks import RESOLVE
-from adapters.telegram.ingress import SECRET_HEADER
 from core.handover import OWNED, RESOLVED, RETURNED
-from core.keys import Keys
+from tests.adapters.slack.slack_stack import TelegramDesk, to_slack_app
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_api import (
-    BOT_TOKEN,
     SIGNING_SECRET,
     STAFF_USER_ID,
     SUPPORT_CHANNEL,
@@ -36,63 +32,9 @@ from tests.fakes.slack_api import (
     signed_headers,
     thread_message,
 )
-from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.harness import Service, message, wired_settings
+from tests.harness import Service, message
 
-TG_SECRET = "tg-test-secret_1"
 CUSTOMER = "webhook:gw:u-1"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlackAPI]:
-    async with FakeSlackAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def svc(
-    redis: Redis,
-    keys: Keys,
-    fake_llm: FakeOpenAI,
-    receiver: CallbackReceiver,
-    slack: FakeSlackAPI,
-) -> AsyncIterator[Service]:
-    async with Service(slack_settings(keys, fake_llm, receiver, slack), redis) as service:
-        yield service
-
-
-def slack_settings(
-    keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver, slack: FakeSlackAPI, **extra: Any
-) -> Any:
-    return wired_settings(
-        keys,
-        fake_llm.base_url,
-        receiver.url,
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_support_channel=SUPPORT_CHANNEL,
-        slack_api_base=slack.base_url,
-        **extra,
-    )
-
-
-async def to_slack_app(
-    svc: Service,
-    path: str,
-    body: str,
-    *,
-    secret: str = SIGNING_SECRET,
-    timestamp: int | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, str]:
-    """POST ``body`` to one of the Slack routes, signed as Slack signs it."""
-    content_type = (
-        "application/json" if body.startswith("{") else "application/x-www-form-urlencoded"
-    )
-    sent = {"Content-Type": content_type, **signed_headers(secret, body, timestamp)}
-    sent.update(headers or {})
-    async with svc.client.post(svc.url(path), data=body.encode(), headers=sent) as response:
-        return response.status, await response.text()
 
 
 async def staff_writes(
@@ -196,39 +138,21 @@ async def test_full_loop_webhook_customer_to_slack_thread_and_back(
 
 
 async def test_telegram_customer_gets_the_staff_reply_by_send_message(
-    redis: Redis,
-    keys: Keys,
-    fake_llm: FakeOpenAI,
-    receiver: CallbackReceiver,
-    slack: FakeSlackAPI,
+    telegram_desk: TelegramDesk, fake_llm: FakeOpenAI, slack: FakeSlackAPI
 ) -> None:
-    async with FakeTelegramAPI() as telegram:
-        settings = slack_settings(
-            keys,
-            fake_llm,
-            receiver,
-            slack,
-            telegram_bot_token=telegram.token,
-            telegram_api_base=telegram.base_url,
-            telegram_webhook_secret=TG_SECRET,
-        )
-        async with Service(settings, redis) as svc:
-            update = telegram.updates.text(chat_id=42, text="/human")
-            async with svc.client.post(
-                svc.url("/telegram/webhook"), json=update, headers={SECRET_HEADER: TG_SECRET}
-            ) as response:
-                assert response.status == 200
-            [notice] = await telegram.wait_for("sendMessage", 1)
-            assert "support team" in notice.params["text"]
-            [parent] = await slack.wait_for("chat.postMessage", 1)
-            assert "telegram" in json.dumps(parent.params["blocks"])
-            thread = first_ts(slack)
-            assert (await staff_writes(svc, "Hello from the team!", thread))[0] == 200
-            # Long staff replies are split; each is sent whole although they share a ticket.
-            for n in (1, 2):
-                long_reply = f"Reply {n}. " + "Here is what happened with your parcel. " * 150
-                assert (await staff_writes(svc, long_reply, thread, event_id=f"Ev{n}"))[0] == 200
-            sent = await telegram.wait_for("sendMessage", 6)
+    svc, telegram = telegram_desk.svc, telegram_desk.telegram
+    await telegram_desk.customer_sends("/human")
+    [notice] = await telegram.wait_for("sendMessage", 1)
+    assert "support team" in notice.params["text"]
+    [parent] = await slack.wait_for("chat.postMessage", 1)
+    assert "telegram" in json.dumps(parent.params["blocks"])
+    thread = first_ts(slack)
+    assert (await staff_writes(svc, "Hello from the team!", thread))[0] == 200
+    # Long staff replies are split; each is sent whole although they share a ticket.
+    for n in (1, 2):
+        long_reply = f"Reply {n}. " + "Here is what happened with your parcel. " * 150
+        assert (await staff_writes(svc, long_reply, thread, event_id=f"Ev{n}"))[0] == 200
+    sent = await telegram.wait_for("sendMessage", 6)
     assert sent[1].params["text"] == "Hello from the team!"
     assert int(sent[1].params["chat_id"]) == 42
     assert [c.params["text"][:8] for c in sent[2:6:2]] == ["Reply 1.", "Reply 2."]

@@ -199,6 +199,8 @@ def test_private_text_becomes_a_core_message_with_the_reply_route() -> None:
     assert message.metadata.locale == "pt-br"
     assert message.reply_to == {"chat_id": "1111111", "message_id": "1365"}
     assert message.dedupe_key == "telegram:5000000001:1111111:1365"
+    # A private chat is its user's own: the key of earlier versions.
+    assert not message.group and message.conversation_key == "telegram:5000000001:1111111"
 
 
 def test_a_caption_is_the_text_of_a_photo() -> None:
@@ -234,6 +236,11 @@ def test_a_group_mention_in_any_case_is_answered_without_the_mention() -> None:
     assert message.text == "我的订单什么时候发货？"
     assert message.conversation_id == "-1001987654321" and message.user_id == "2222222"
     assert message.metadata.locale == "zh-hans"
+    # Its members share the group's conversation (history, context, hand-over).
+    tom = {**GROUP_MENTION["message"], "from": {"id": 3333333, "is_bot": False}}
+    other = inbound(classify_update({**GROUP_MENTION, "message": tom}, BOT))
+    assert message.group and other.group
+    assert other.conversation_key == message.conversation_key
 
 
 def test_a_reply_to_the_bot_in_a_group_is_answered() -> None:

@@ -50,9 +50,11 @@ async def test_history_is_sent_with_the_next_message_of_the_conversation(
     redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
 ) -> None:
     async with Service(wired_settings(keys, fake_llm.base_url, receiver.url), redis) as svc:
-        await svc.post("gw", message(1, "first question", conversation_id="c1"))
+        # Two users in one conversation: a group's members share it (finding 5 of issue 14).
+        room = {"conversation_id": "c1", "metadata": {"group": True}}
+        await svc.post("gw", message(1, "first question", **room))
         await receiver.wait_for(1)
-        await svc.post("gw", message(2, "second question", conversation_id="c1"))
+        await svc.post("gw", message(2, "second question", **room))
         await receiver.wait_for(2)
     roles = [(m["role"], m["content"]) for m in fake_llm.requests[1].json["messages"][1:]]
     assert roles == [
