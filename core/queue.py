@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from core.aio import slot_released
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
 from core.ledger import DRAINED, utc_day
@@ -643,8 +644,8 @@ class PriorityQueue:
         self, entry: QueuedMessage, token: str, lock_ttl_ms: int, poll_s: float = 0.05
     ) -> Turn | None:
         """Take the entry's conversation for one turn (waiting while a worker of any process
-        has it), or None when the entry was answered already (with an earlier message of its
-        burst) or passed to people.
+        has it, without holding the worker's slot), or None when the entry was answered
+        already (with an earlier message of its burst) or passed to people.
 
         The turn answers the unanswered messages of the entry's customer in this conversation
         (in a group chat, other members' messages wait for their own turns), oldest first, at
@@ -660,14 +661,16 @@ class PriorityQueue:
         ]
         reply_prefix = self.keys.for_conversation(conversation).reply_prefix
         args: list[str | int] = [token, lock_ttl_ms, BURST_READ, reply_prefix]
-        while True:
-            found = await self._begin_script(keys=keys, args=args)
-            status = text_of(found[0])
-            if status == "done":
-                return None
-            if status == "turn":
-                break
-            await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
+        found = await self._begin_script(keys=keys, args=args)
+        if text_of(found[0]) == "busy":
+            # Another process answers the conversation: waiting for it is no LLM call, so
+            # the worker may start another message meanwhile.
+            async with slot_released():
+                while text_of(found[0]) == "busy":
+                    await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
+                    found = await self._begin_script(keys=keys, args=args)
+        if text_of(found[0]) == "done":
+            return None
         raw = [text_of(item) for item in found[1:]]
         try:
             items = [BurstItem.decode(text) for text in raw]
