@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -75,3 +76,39 @@ def answered_at(receiver: CallbackReceiver) -> dict[str, float]:
         if c.body.get("source") != "ack" and c.body.get("_status", 200) < 300
         for m in c.body["message_ids"]
     }
+
+
+async def test_a_conversation_over_its_limit_gets_one_notice_and_is_not_queued_until_answered(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
+) -> None:
+    release = asyncio.Event()
+
+    async def held_back(payload: dict[str, Any]) -> str:
+        await release.wait()
+        return "answer: " + str(payload["messages"][-1]["content"])
+
+    fake_llm.responder = held_back
+    settings = wired_settings(keys, fake_llm.base_url, receiver.url, peakdesk_conversation_limit=3)
+    async with Service(settings, redis) as svc:
+        answers = [(await svc.post("gw", room_message(n)))[1] for n in range(5)]
+        _, again, _ = await svc.post("gw", room_message(3))  # a gateway sending it again
+        _, elsewhere, _ = await svc.post("gw", message("other", "and my parcel 7?"))
+        [notice] = await receiver.wait_for(1)
+        release.set()
+        await receiver.wait_for(5)  # the notice, the room's three answers, the other one
+        _, later, _ = await svc.post("gw", room_message(5))
+        await receiver.wait_for(6)
+
+    assert [a["status"] for a in answers] == ["queued"] * 3 + ["throttled"] * 2
+    assert [(a["notice"], a["reason"]) for a in answers[3:]] == [
+        (True, "conversation"),
+        (False, "conversation"),
+    ]
+    assert again == {"status": "duplicate", "ticket_id": answers[3]["ticket_id"]}
+    assert elsewhere["status"] == "queued"  # other conversations are not concerned
+    assert notice["source"] == "notice" and notice["message_id"] == "m-room-3"
+    assert notice["ticket_id"] == answers[3]["ticket_id"] in notice["text"]
+    assert notice["text"].startswith("Many messages in this conversation are waiting")
+    assert later["status"] == "queued"  # answered messages no longer count
+    answered = {i for c in receiver.accepted if c["source"] == "llm" for i in c["message_ids"]}
+    assert answered == {"m-room-0", "m-room-1", "m-room-2", "m-other", "m-room-5"}
