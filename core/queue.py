@@ -293,7 +293,7 @@ class PriorityQueue:
         limits = lua_script("limits.lua")
         self._admit_script = redis.register_script(limits + lua_script("admit.lua"))
         self._finish_script = redis.register_script(lua_script("finish.lua"))
-        self._direct_script = redis.register_script(lua_script("direct.lua"))
+        self._direct_script = redis.register_script(limits + lua_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
         self._reader = LaneReader(redis, keys, lambda lane: lane.streams)
         self._claim_cursor: dict[str, str] = {}  # per stream: where the next claim scan starts
@@ -549,7 +549,8 @@ class PriorityQueue:
         """Answer ``message`` at once with ``text`` (no LLM): deduped, stored, sent once.
 
         For what a channel answers itself (commands, unsupported content). Like :meth:`admit`
-        it raises StoreUnavailable when nothing could be stored.
+        it applies the sender's flood limit (``throttled``: the flood notice instead, or no
+        reply) and raises StoreUnavailable when nothing could be stored.
         """
         admission = await self._direct(message, text, source, priority, ticket_id, False)
         assert admission is not None
@@ -581,6 +582,8 @@ class PriorityQueue:
             self.keys.reply(ticket_id),
             lane.outbox,
             lane.stats_day(utc_day()),
+            lane.flood(message.sender_key),
+            lane.flood_notice(message.sender_key),
         ]
         if only_if_idle:
             conversation = message.conversation_key
@@ -589,15 +592,24 @@ class PriorityQueue:
                 self.keys.turn_lock(conversation),
                 self.keys.handover(conversation),
             ]
+        args = [
+            ticket_id,
+            self.dedupe_ttl_s,
+            reply.to_json(),
+            self.reply_ttl_s,
+            source,
+            str(time.time()),
+            *self._flood_args(message, ticket_id, priority),
+        ]
         try:
-            status, value = await self._direct_script(
-                keys=keys,
-                args=[ticket_id, self.dedupe_ttl_s, reply.to_json(), self.reply_ttl_s, source],
-            )
+            result = await self._direct_script(keys=keys, args=args)
         except RedisError as exc:
             raise StoreUnavailable("queue store unavailable") from exc
+        status, value = text_of(result[0]), text_of(result[1])
         if status == "busy":
             return None
+        if status == "throttled":
+            return self._throttled(result, priority)
         return Admission("duplicate" if status == "duplicate" else "queued", value, priority)
 
     # -- worker side ----------------------------------------------------------------------

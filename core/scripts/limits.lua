@@ -1,4 +1,4 @@
--- Admission limits of admit.lua (this text is put in front of it).
+-- Admission limits shared by admit.lua and direct.lua (this text is put in front of theirs).
 
 -- The sender's flood limit (GCRA: `interval` ms apart on average, `tolerance` ms of burst).
 -- Returns nil when there is no limit, false when the message is over it, else the sender's
