@@ -92,6 +92,7 @@ class Runtime:
             retry_after_s=s.peakdesk_retry_after_s,
             merge_bursts=s.peakdesk_burst_window_s > 0,
             flood=FloodLimit(s.peakdesk_flood_limit, s.peakdesk_flood_window_s),
+            conversation_limit=s.peakdesk_conversation_limit,
         )
         self.state = ConversationState(
             self.redis,

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     peakdesk_flood_window_s: float = Field(60.0, gt=0, le=86_400)
     peakdesk_gateway_limit: int = Field(0, ge=0)
     peakdesk_gateway_limits: dict[str, int] = Field(default_factory=dict)
+    # Messages of one conversation queued and not answered yet, at most: more are acknowledged
+    # but not queued (one notice a flood window). A group chat answers one turn at a time, so
+    # 100 unanswered is minutes behind already; also bounds what workers hold in memory.
+    peakdesk_conversation_limit: int = Field(100, ge=1, le=100_000)
 
     # Conversation state
     peakdesk_history_turns: int = Field(20, ge=0, le=200)

@@ -87,6 +87,10 @@ class SerialByKey:
     def __init__(self) -> None:
         self._tails: dict[str, asyncio.Task[None]] = {}
 
+    def __len__(self) -> int:
+        """How many keys have jobs running or waiting."""
+        return len(self._tails)
+
     def busy(self, key: str) -> bool:
         """Whether a job with ``key`` is running or waiting (a new one would wait)."""
         return key in self._tails

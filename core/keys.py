@@ -160,6 +160,11 @@ class Keys:
         """Set while the sender has had its flood notice this window."""
         return f"{self._lane_tag}:flood:notice:{sender_key}"
 
+    def crowded_notice(self, conversation_key: str) -> str:
+        """Set while the conversation has had its notice of being over the conversation
+        limit this window."""
+        return f"{self._conversation_tag(conversation_key)}:crowded:{conversation_key}"
+
     def handover(self, conversation_key: str) -> str:
         return self.for_conversation(conversation_key).handover_prefix + conversation_key
 

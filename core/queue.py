@@ -1,9 +1,10 @@
 """The priority queue: three Redis streams with one consumer group, shared by every process.
 
-Ingest side: :meth:`PriorityQueue.admit` dedupes, applies the admission limit and appends the
-message to the stream of its priority in one Lua script, so a message is acknowledged to its
-sender only once it is durably stored. Concurrent admissions are batched into one pipelined
-round trip (group commit): the Redis round trip, not Python, dominates the ingest path.
+Ingest side: :meth:`PriorityQueue.admit` dedupes, applies the admission limits (the queue's,
+the sender's flood limit, the conversation's) and appends the message to the stream of its
+priority in one Lua script, so a message is acknowledged to its sender only once it is durably
+stored. Concurrent admissions are batched into one pipelined round trip (group commit): the
+Redis round trip, not Python, dominates the ingest path.
 
 Worker side: :meth:`read` always serves the most urgent non-empty priority first;
 :meth:`finish` records the one reply, hands it to the outbox and acks the entry atomically;
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from core.aio import slot_released
 from core.errors import AdmissionRefused, StoreUnavailable
 from core.keys import PRIORITIES, Keys
 from core.ledger import DRAINED, utc_day
@@ -60,13 +62,16 @@ def new_ticket_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """``throttled``: over the sender's flood limit, not queued; ``notice`` says whether the
-    polite notice is this message's reply (the first of the window) or no reply comes."""
+    """``throttled``: over a limit, not queued; ``reason`` names it (``sender``: the sender's
+    flood limit, ``conversation``: the conversation's unanswered messages); ``notice`` says
+    whether the polite notice is this message's reply (the first of the window) or no reply
+    comes."""
 
     status: Literal["queued", "duplicate", "throttled"]
     ticket_id: str
     priority: int
     notice: bool = False
+    reason: Literal["", "sender", "conversation"] = ""
 
 
 FLOOD_TEXT: Final = {
@@ -78,6 +83,19 @@ FLOOD_TEXT: Final = {
     "zh": (
         "您发送消息的速度过快（工单号 {ticket}）。我们会回复您此前的消息；"
         "接下来一分钟内发送的消息将不会被处理，请稍后再发送。"
+    ),
+}
+
+
+CROWDED_TEXT: Final = {
+    "en": (
+        "Many messages in this conversation are waiting for an answer (ticket {ticket}). We"
+        " will answer them in turn; messages sent until then are not read, so please write"
+        " again once you have had an answer."
+    ),
+    "zh": (
+        "本会话中有许多消息正在等待回复（工单号 {ticket}）。我们会依次回复；"
+        "在此之前发送的消息将不会被处理，请在收到回复后再发送。"
     ),
 }
 
@@ -253,6 +271,7 @@ class PriorityQueue:
         acks: Acknowledger | None = None,
         instant: InstantAnswerer | None = None,
         flood: FloodLimit | None = None,
+        conversation_limit: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -266,17 +285,27 @@ class PriorityQueue:
         self.acks = acks
         self.instant = instant
         self.flood = flood or FloodLimit(0)
+        # Messages of one conversation queued and not answered yet, at most (0: no limit):
+        # what waits behind a crowded conversation, in Redis and in a worker's memory.
+        self.conversation_limit = conversation_limit
         self._begin_script = redis.register_script(lua_script("begin.lua"))
         self._end_script = redis.register_script(lua_script("end_turn.lua"))
-        self._admit_script = redis.register_script(lua_script("admit.lua"))
+        limits = lua_script("limits.lua")
+        self._admit_script = redis.register_script(limits + lua_script("admit.lua"))
         self._finish_script = redis.register_script(lua_script("finish.lua"))
-        self._direct_script = redis.register_script(lua_script("direct.lua"))
+        self._direct_script = redis.register_script(limits + lua_script("direct.lua"))
         self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
         self._reader = LaneReader(redis, keys, lambda lane: lane.streams)
         self._claim_cursor: dict[str, str] = {}  # per stream: where the next claim scan starts
         self._failed, self._failure_logged_at = 0, -LOG_EVERY_S
         self._flushers = 0
         self.batches_in_flight = 2
+
+    @property
+    def keeps_burst_lists(self) -> bool:
+        """Whether each conversation's unanswered messages are listed: to merge bursts, and
+        to count them against the conversation limit."""
+        return self.merge_bursts or self.conversation_limit > 0
 
     async def ensure_groups(self) -> None:
         """Create the streams and the consumer groups (idempotent)."""
@@ -345,8 +374,7 @@ class PriorityQueue:
                     elif status == "duplicate":
                         future.set_result(Admission("duplicate", value, priority))
                     elif status == "throttled":
-                        notice = len(result) == 2
-                        future.set_result(Admission("throttled", value, priority, notice))
+                        future.set_result(self._throttled(result, priority))
                     else:
                         if self.acks is not None:
                             self.acks.admitted(priority, status == "acked")
@@ -433,6 +461,7 @@ class PriorityQueue:
             lane.flood(sender),
             lane.flood_notice(sender),
             self.keys.reply(ticket_id),
+            self.keys.crowded_notice(conversation),
         ]
         args = [
             ticket_id,
@@ -441,26 +470,48 @@ class PriorityQueue:
             message_json,
             now,
             repr(wait_until),
-            BurstItem.encode(ticket_id, priority, message_json) if self.merge_bursts else "",
+            BurstItem.encode(ticket_id, priority, message_json) if self.keeps_burst_lists else "",
             self.burst_ttl_s,
             *self._acknowledgements(message, ticket_id, priority, wait_until),
-            self.flood.interval_ms,
-            self.flood.tolerance_ms,
-            self._flood_notice(message, ticket_id, priority),
+            *self._flood_args(message, ticket_id, priority),
             self.reply_ttl_s,
-            math.ceil(self.flood.window_s),
+            self.conversation_limit,
+            self._notice(CROWDED_TEXT, self.conversation_limit, message, ticket_id, priority),
         ]
         return keys, args
 
-    def _flood_notice(self, message: InboundMessage, ticket_id: str, priority: int) -> str:
-        """The JSON of the notice a sender over the flood limit gets (once a window)."""
-        if not self.flood.messages:
+    def _flood_args(self, message: InboundMessage, ticket_id: str, priority: int) -> list[Any]:
+        """The flood limit's arguments of admit.lua and direct.lua: interval and tolerance
+        (ms), the notice and the notice window (s)."""
+        return [
+            self.flood.interval_ms,
+            self.flood.tolerance_ms,
+            self._notice(FLOOD_TEXT, self.flood.messages, message, ticket_id, priority),
+            math.ceil(self.flood.window_s),
+        ]
+
+    @staticmethod
+    def _notice(
+        texts: dict[str, str], limit: int, message: InboundMessage, ticket_id: str, priority: int
+    ) -> str:
+        """The JSON of the notice a message over a limit gets (the first of a window), in the
+        customer's language; '' when there is no limit."""
+        if not limit:
             return ""
         spoken = spoken_language(message.text, message.metadata.locale or "")
-        text = FLOOD_TEXT[language(spoken)].format(ticket=ticket_id)
+        text = texts[language(spoken)].format(ticket=ticket_id)
         return Reply.for_message(
             message, ticket_id=ticket_id, priority=priority, text=text, source=ReplySource.NOTICE
         ).to_json()
+
+    @staticmethod
+    def _throttled(result: Sequence[Any], priority: int) -> Admission:
+        """The admission of a message a script refused: {'throttled', ticket, notice, reason}."""
+        ticket_id, notice, reason = (text_of(value) for value in result[1:4])
+        over: Literal["sender", "conversation"] = (
+            "conversation" if reason == "conversation" else "sender"
+        )
+        return Admission("throttled", ticket_id, priority, notice == "1", over)
 
     def _acknowledgements(
         self, message: InboundMessage, ticket_id: str, priority: int, wait_until: float
@@ -498,7 +549,8 @@ class PriorityQueue:
         """Answer ``message`` at once with ``text`` (no LLM): deduped, stored, sent once.
 
         For what a channel answers itself (commands, unsupported content). Like :meth:`admit`
-        it raises StoreUnavailable when nothing could be stored.
+        it applies the sender's flood limit (``throttled``: the flood notice instead, or no
+        reply) and raises StoreUnavailable when nothing could be stored.
         """
         admission = await self._direct(message, text, source, priority, ticket_id, False)
         assert admission is not None
@@ -530,6 +582,8 @@ class PriorityQueue:
             self.keys.reply(ticket_id),
             lane.outbox,
             lane.stats_day(utc_day()),
+            lane.flood(message.sender_key),
+            lane.flood_notice(message.sender_key),
         ]
         if only_if_idle:
             conversation = message.conversation_key
@@ -538,15 +592,24 @@ class PriorityQueue:
                 self.keys.turn_lock(conversation),
                 self.keys.handover(conversation),
             ]
+        args = [
+            ticket_id,
+            self.dedupe_ttl_s,
+            reply.to_json(),
+            self.reply_ttl_s,
+            source,
+            str(time.time()),
+            *self._flood_args(message, ticket_id, priority),
+        ]
         try:
-            status, value = await self._direct_script(
-                keys=keys,
-                args=[ticket_id, self.dedupe_ttl_s, reply.to_json(), self.reply_ttl_s, source],
-            )
+            result = await self._direct_script(keys=keys, args=args)
         except RedisError as exc:
             raise StoreUnavailable("queue store unavailable") from exc
+        status, value = text_of(result[0]), text_of(result[1])
         if status == "busy":
             return None
+        if status == "throttled":
+            return self._throttled(result, priority)
         return Admission("duplicate" if status == "duplicate" else "queued", value, priority)
 
     # -- worker side ----------------------------------------------------------------------
@@ -643,13 +706,14 @@ class PriorityQueue:
         self, entry: QueuedMessage, token: str, lock_ttl_ms: int, poll_s: float = 0.05
     ) -> Turn | None:
         """Take the entry's conversation for one turn (waiting while a worker of any process
-        has it), or None when the entry was answered already (with an earlier message of its
-        burst) or passed to people.
+        has it, without holding the worker's slot), or None when the entry was answered
+        already (with an earlier message of its burst) or passed to people.
 
-        The turn answers the unanswered messages of the entry's customer in this conversation
-        (in a group chat, other members' messages wait for their own turns), oldest first, at
-        most MAX_TURN_MESSAGES: when a flood puts the entry further back, it is answered with
-        the oldest ones and those in between follow in later turns.
+        With burst merge, the turn answers the unanswered messages of the entry's customer in
+        this conversation (in a group chat, other members' messages wait for their own turns),
+        oldest first, at most MAX_TURN_MESSAGES: when a flood puts the entry further back, it
+        is answered with the oldest ones and those in between follow in later turns. Without,
+        it answers the entry alone.
         """
         conversation = entry.message.conversation_key
         keys = [
@@ -660,14 +724,16 @@ class PriorityQueue:
         ]
         reply_prefix = self.keys.for_conversation(conversation).reply_prefix
         args: list[str | int] = [token, lock_ttl_ms, BURST_READ, reply_prefix]
-        while True:
-            found = await self._begin_script(keys=keys, args=args)
-            status = text_of(found[0])
-            if status == "done":
-                return None
-            if status == "turn":
-                break
-            await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
+        found = await self._begin_script(keys=keys, args=args)
+        if text_of(found[0]) == "busy":
+            # Another process answers the conversation: waiting for it is no LLM call, so
+            # the worker may start another message meanwhile.
+            async with slot_released():
+                while text_of(found[0]) == "busy":
+                    await asyncio.sleep(min(poll_s, max(0.001, int(found[1]) / 1000)))
+                    found = await self._begin_script(keys=keys, args=args)
+        if text_of(found[0]) == "done":
+            return None
         raw = [text_of(item) for item in found[1:]]
         try:
             items = [BurstItem.decode(text) for text in raw]
@@ -682,8 +748,10 @@ class PriorityQueue:
         position = next(
             (i for i, (item, _) in enumerate(mine) if item.ticket_id == entry.ticket_id), None
         )
-        if position is None:  # not listed (merge off, or the list expired): the entry alone
+        if position is None:  # not listed (no list kept, or it expired): the entry alone
             return Turn(token, (BurstItem(entry.ticket_id, entry.priority, entry.message),))
+        if not self.merge_bursts:  # listed for the conversation limit only
+            return Turn(token, (mine[position][0],), (mine[position][1],))
         chosen = mine[:MAX_TURN_MESSAGES]
         if position >= MAX_TURN_MESSAGES:
             chosen = [*mine[: MAX_TURN_MESSAGES - 1], mine[position]]

@@ -2,8 +2,14 @@
 
 At most ``max_concurrent`` messages are processed at a time (each may hold one LLM call), and
 only as many entries are read as there are free slots, so the most urgent queued message is
-always the next one started. Entries of crashed workers are claimed after ``claim_idle_s``;
-entries delivered more than ``max_deliveries`` times go to the dead letters with an apology.
+always the next one started. A message that only waits (behind an earlier one of its
+conversation, for the rest of its burst, for another process's turn in its conversation, for
+another's shared answer) holds no slot: a crowded conversation answers one turn at a time
+while everybody else goes on. What a conversation has waiting is bounded by the queue's
+conversation limit, the conversations held at once by ``WAITING_FACTOR``.
+
+Entries of crashed workers are claimed after ``claim_idle_s``; entries delivered more than
+``max_deliveries`` times go to the dead letters with an apology.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from core.queue import PriorityQueue, Turn
 
 log = logging.getLogger("peakdesk.worker")
 
-# How many entries a worker may hold per LLM slot, counting those waiting behind an earlier
-# message of their conversation.
+# How many conversations a worker may hold messages of, per LLM slot (each holds at most the
+# queue's conversation limit).
 WAITING_FACTOR = 4
 
 
@@ -110,7 +116,7 @@ class Worker:
         # own, so the same id can stand in two streams at once.
         self._in_flight: dict[tuple[str, str], tuple[QueuedMessage, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
-        self._waiting = 0  # entries held back behind an earlier message of their conversation
+        self._waiting = 0  # entries that only wait and hold no slot meanwhile (see _lend_slot)
         self._claim_due = False  # time to look for dead workers' entries (set by _maintain)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -248,18 +254,19 @@ class Worker:
         await self.process(entry)
 
     def _lend_slot(self, change: int) -> None:
-        """A message waits (+1: behind its conversation, for its burst, on another's answer)
-        or goes on (-1): its slot is free meanwhile."""
+        """A message waits (+1: behind its conversation, for its burst, for another
+        process's turn, on another's answer) or goes on (-1): its slot is free meanwhile."""
         self._waiting += change
         self._slot_freed.set()
 
     def _free_slots(self) -> int:
-        # An entry waiting behind an earlier one of its conversation holds no LLM slot, so a
-        # customer sending a burst does not stall everybody else; the backlog held in memory
-        # is still bounded.
+        # Entries only waiting hold no LLM slot, so a crowded conversation does not stall
+        # everybody else; a read adds at most as many conversations as entries, which keeps
+        # the conversations held in memory bounded (and each holds at most the queue's
+        # conversation limit: their unanswered messages).
         return min(
             self.max_concurrent - (len(self._in_flight) - self._waiting),
-            self.max_concurrent * WAITING_FACTOR - len(self._in_flight),
+            self.max_concurrent * WAITING_FACTOR - len(self._conversations),
         )
 
     async def process(self, entry: QueuedMessage) -> None:

@@ -112,3 +112,33 @@ async def test_under_a_backlog_a_templated_answer_goes_out_at_once_unless_it_wou
 
     assert covering("m-0b") >= covering("m-0")  # no overtaking within a conversation
     assert answers[covering("m-0b")]["source"] == "llm"
+
+
+async def test_answers_given_at_admission_count_against_the_senders_flood_limit(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, receiver: CallbackReceiver
+) -> None:
+    # Level 4 acknowledges every priority-2 message, so a question a template answers is
+    # answered at admission (core.templates.InstantAnswers); a window of an hour keeps the
+    # limit at exactly 20 however slowly the test runs.
+    settings = wired_settings(
+        keys,
+        fake_llm.base_url,
+        receiver.url,
+        peakdesk_peak_mode="4",
+        peakdesk_burst_window_s=0.1,
+        peakdesk_flood_limit=20,
+        peakdesk_flood_window_s=3600,
+    )
+    question = "what payment methods do you accept?"
+    async with Service(settings, redis) as svc:
+        answers = [
+            (await svc.post("gw", message(n, question, user_id="flooder")))[1] for n in range(100)
+        ]
+        await receiver.wait_for(21)
+        await asyncio.sleep(0.3)  # nothing more may come
+
+    sources = Counter(c["source"] for c in receiver.accepted)
+    assert sources == {"template": 20, "notice": 1}, sources
+    assert [a["status"] for a in answers] == ["queued"] * 20 + ["throttled"] * 80
+    assert [a["notice"] for a in answers[20:]] == [True] + [False] * 79
+    assert fake_llm.calls == 0

@@ -214,5 +214,7 @@ class TelegramIngress:
         )
         if admission.status == "duplicate":
             self._duplicates.inc()
+        elif admission.status == "throttled":  # over the flood limit: the notice, or nothing
+            self.metrics.throttled.labels(CHANNEL).inc()
         else:
             self.metrics.channel_events.labels(CHANNEL, event).inc()

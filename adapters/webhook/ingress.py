@@ -321,6 +321,7 @@ class WebhookIngress:
                     "status": "throttled",
                     "ticket_id": admission.ticket_id,
                     "notice": admission.notice,
+                    "reason": admission.reason,
                 },
                 status=202,
             )

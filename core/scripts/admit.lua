@@ -1,46 +1,44 @@
--- Admit one message: dedupe, admission limit and durable enqueue in one atomic step; with
--- burst merge, note it among its conversation's unanswered messages; when its answer will take
+-- Admit one message: dedupe, admission limits and durable enqueue in one atomic step; note it
+-- among its conversation's unanswered messages (the burst list); when its answer will take
 -- long, queue an acknowledgement (the short form when the conversation has one out already).
--- A sender over the flood limit (GCRA: ARGV[11] ms apart on average, ARGV[12] ms of burst) is
--- not queued: the message is deduped and gets the polite notice as its one reply, once a
--- window (the notice marker); later ones in that window get no reply.
+-- Limits (limits.lua): a sender over the flood limit (GCRA: ARGV[11] ms apart on average,
+-- ARGV[12] ms of burst), and a conversation with ARGV[16] messages unanswered (its burst
+-- list's length), are refused: the message is deduped and not queued, the first of a window
+-- gets the notice as its one reply (the notice markers), later ones no reply.
 -- KEYS[1] dedupe key, KEYS[2..4] priority streams 0..2, KEYS[5] the target stream,
 -- KEYS[6] the conversation's burst list, KEYS[7] its acknowledged marker, KEYS[8] the outbox,
 -- KEYS[9] its hand-over record (no acknowledgement while people have the conversation)
 -- ARGV[1] ticket id, ARGV[2] admission limit for this priority, ARGV[3] dedupe TTL (s),
 -- ARGV[4] message JSON, ARGV[5] enqueued-at (unix s), ARGV[6] wait-until (unix s),
--- ARGV[7] burst item ('' = no merging), ARGV[8] burst list / marker TTL (s),
--- KEYS[10] the sender's flood state (GCRA), KEYS[11] its notice marker, KEYS[12] the reply key
+-- ARGV[7] burst item ('' = no burst list), ARGV[8] burst list / marker TTL (s),
+-- KEYS[10] the sender's flood state (GCRA), KEYS[11] its notice marker, KEYS[12] the reply key,
+-- KEYS[13] the conversation's notice marker
 -- ARGV[9] acknowledgement reply JSON ('' = none), ARGV[10] its short form,
 -- ARGV[11] flood interval (ms, 0 = no limit), ARGV[12] flood tolerance (ms),
--- ARGV[13] the notice reply JSON, ARGV[14] reply TTL (s), ARGV[15] flood window (s)
+-- ARGV[13] the flood notice reply JSON, ARGV[14] notice window (s), ARGV[15] reply TTL (s),
+-- ARGV[16] the conversation limit (0 = none; needs the burst list), ARGV[17] its notice JSON
+-- Returns {'duplicate', first ticket}, {'throttled', ticket, '1' (notice sent) | '0',
+-- 'sender' | 'conversation'}, {'full', depth}, {'acked', ticket} or {'queued', ticket}.
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {'duplicate', existing}
 end
-local interval = tonumber(ARGV[11])
-local tat
-if interval > 0 then
-  local now = tonumber(ARGV[5]) * 1000
-  tat = math.max(tonumber(redis.call('GET', KEYS[10]) or 0), now)
-  if tat - now > tonumber(ARGV[12]) then
-    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-    if redis.call('SET', KEYS[11], ARGV[1], 'NX', 'EX', ARGV[15]) then
-      redis.call('SET', KEYS[12], ARGV[13], 'EX', ARGV[14])
-      redis.call('XADD', KEYS[8], '*', 'r', ARGV[13])
-      return {'throttled', ARGV[1]}
-    end
-    return {'throttled', ARGV[1], 'silent'}
-  end
-  tat = tat + interval
+local now_ms = tonumber(ARGV[5]) * 1000
+local due = flood_due(KEYS[10], now_ms, tonumber(ARGV[11]), tonumber(ARGV[12]))
+if due == false then
+  return refuse(KEYS[1], ARGV[1], ARGV[3], KEYS[11], ARGV[14], KEYS[12], ARGV[13], ARGV[15],
+    KEYS[8], 'sender')
+end
+local limit = tonumber(ARGV[16])
+if limit > 0 and redis.call('LLEN', KEYS[6]) >= limit then
+  return refuse(KEYS[1], ARGV[1], ARGV[3], KEYS[13], ARGV[14], KEYS[12], ARGV[17], ARGV[15],
+    KEYS[8], 'conversation')
 end
 local depth = redis.call('XLEN', KEYS[2]) + redis.call('XLEN', KEYS[3]) + redis.call('XLEN', KEYS[4])
 if depth >= tonumber(ARGV[2]) then
   return {'full', tostring(depth)}
 end
-if tat then
-  redis.call('SET', KEYS[10], tostring(tat), 'PX', math.ceil(tat - tonumber(ARGV[5]) * 1000) + 1)
-end
+note_flood(KEYS[10], due, now_ms)
 redis.call('XADD', KEYS[5], '*', 't', ARGV[1], 'm', ARGV[4], 'e', ARGV[5], 'w', ARGV[6])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 if ARGV[7] ~= '' then

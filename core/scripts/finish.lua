@@ -1,6 +1,8 @@
 -- Finish a turn: record its one reply (under the ticket of every message it answers), hand it
--- to the outbox, ack the entry, drop the answered messages from the burst list and end the
--- turn. The reply keys are written with NX, so a message processed twice gets one reply.
+-- to the outbox, ack the entry, drop the answered messages from the burst list (the entry's
+-- own item too, rebuilt from its stream entry as admit.lua wrote it: also when it is answered
+-- alone or dead-lettered, so the list counts exactly what is unanswered) and end the turn.
+-- The reply keys are written with NX, so a message processed twice gets one reply.
 -- KEYS[1] reply key of the answered ticket, KEYS[2] outbox stream, KEYS[3] inbound stream,
 -- KEYS[4] today's counters, KEYS[5] burst list, KEYS[6] turn lock, KEYS[7] acknowledged
 -- marker, KEYS[8] dead-letter stream, KEYS[9...] reply keys of the burst's other tickets
@@ -27,6 +29,16 @@ if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[4]) then
 end
 if ARGV[7] ~= '' then
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', '100000', '*', 'entry', ARGV[2], 'm', ARGV[8], 'reason', ARGV[7])
+end
+local entry = redis.call('XRANGE', KEYS[3], ARGV[2], ARGV[2])[1]
+if entry then
+  local fields = {}
+  for i = 1, #entry[2], 2 do
+    fields[entry[2][i]] = entry[2][i + 1]
+  end
+  if fields['t'] and fields['m'] then
+    redis.call('LREM', KEYS[5], 1, fields['t'] .. '\31' .. ARGV[9] .. '\31' .. fields['m'])
+  end
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[3], ARGV[2])

@@ -6,12 +6,18 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
+from core.handler import ReplyHandler
+from core.handover import HandoverDesk
 from core.keys import Keys
 from core.llm import HolySheepClient
+from core.metrics import Metrics
 from core.models import InboundMessage, Reply, ReplySource
 from core.queue import PriorityQueue
+from core.state import ConversationState
+from core.worker import Worker
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import answer_all, inbound, make_worker, outbox, run_workers
 
@@ -222,3 +228,58 @@ async def test_turns_are_renewed_on_a_redis_that_lost_its_scripts(redis: Redis, 
     missed = await queue.renew_turns([(conversation, "ours"), (conversation, "lapsed")], 5000)
     assert missed == ["lapsed"]
     assert await redis.pttl(keys.turn_lock(conversation)) > 1000
+
+
+LIMIT = 3
+
+
+@pytest.mark.parametrize("answered", ["merged", "alone", "dead_lettered", "crashed", "held"])
+async def test_the_conversation_limit_counts_what_is_unanswered_however_it_was_answered(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, answered: str
+) -> None:
+    # merged: one customer's burst in one turn; alone: burst merge off (the list is kept for
+    # the limit only); dead_lettered; crashed: taken over from a dead worker; held: passed
+    # to the people who have the conversation.
+    queue = PriorityQueue(redis, keys, merge_bursts=answered != "alone", conversation_limit=LIMIT)
+    await queue.ensure_groups()
+
+    def member_said(n: int, member: str) -> InboundMessage:
+        return dataclasses.replace(said(n, f"{member} asks {n}", "group"), user_id=member)
+
+    members = ["ann"] * LIMIT if answered == "merged" else [f"member{n}" for n in range(LIMIT)]
+    for n, member in enumerate(members):
+        assert (await queue.admit(member_said(n, member), 2)).status == "queued"
+    over = await queue.admit(member_said(LIMIT, "zoe"), 2)
+    assert (over.status, over.notice, over.reason) == ("throttled", True, "conversation")
+    quiet = await queue.admit(member_said(LIMIT + 1, "zoe"), 2)
+    assert (quiet.status, quiet.notice) == ("throttled", False)  # one notice a window
+
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    desk = HandoverDesk(redis, keys, staffed=answered == "held")
+    if answered == "held":
+        escalation = member_said(99, "ann")
+        await desk.escalate(escalation, ticket_id="T-escalated", priority=1, reason="test")
+    if answered == "crashed":
+        assert len(await queue.read("crashed-worker", LIMIT)) == LIMIT
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics(), desk=desk)
+    worker = Worker(
+        queue,
+        handler,
+        Metrics(),
+        block_ms=50,
+        burst_window_s=0.05,
+        claim_idle_s=0.3,
+        max_deliveries=0 if answered == "dead_lettered" else 5,
+    )
+
+    async def all_done() -> bool:
+        return sum((await queue.depths()).values()) == 0
+
+    try:
+        await run_workers([worker], all_done)
+    finally:
+        await llm.aclose()
+    conversation = member_said(0, "ann").conversation_key
+    assert await redis.llen(keys.burst(conversation)) == 0
+    again = await queue.admit(member_said(LIMIT + 2, "zoe"), 2)
+    assert again.status == "queued"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -291,3 +292,36 @@ async def test_a_dead_workers_message_goes_before_the_backlog(
         await llm.aclose()
     asked = [r.json["messages"][-1]["content"] for r in fake_llm.requests]
     assert asked.index("question 0") <= 1  # taken over at the first slot after the claim time
+
+
+async def test_a_message_waiting_for_another_processes_turn_lends_its_slot(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI
+) -> None:
+    queue = PriorityQueue(redis, keys)
+    await queue.ensure_groups()
+    busy = inbound(1, "my conversation is being answered elsewhere")
+    # Another process answers this conversation for the next 1.5 s.
+    await redis.set(keys.turn_lock(busy.conversation_key), "other-process", px=1500)
+    await queue.admit(busy, 2)
+    await queue.admit(inbound(2, "someone else"), 2)
+    llm = HolySheepClient(api_key="sk-test", base_url=fake_llm.base_url)
+    handler = ReplyHandler(llm, ConversationState(redis, keys), Metrics())
+    worker = Worker(queue, handler, Metrics(), max_concurrent=1, block_ms=50)
+    started = time.monotonic()
+    answered: dict[str, float] = {}
+
+    async def both_answered() -> bool:
+        for reply in await outbox_replies(redis, keys):
+            answered.setdefault(reply.message_id, time.monotonic() - started)
+        return len(answered) == 2
+
+    try:
+        await run_workers([worker], both_answered)
+    finally:
+        await llm.aclose()
+    # One slot: the waiting message did not hold it, so the other one did not wait too.
+    assert answered["m2"] < 1.0 < answered["m1"]
+
+
+async def outbox_replies(redis: Redis, keys: Keys) -> list[Reply]:
+    return [Reply.from_json(f["r"]) for _, f in await redis.xrange(keys.outbox)]  # type: ignore[index,union-attr]

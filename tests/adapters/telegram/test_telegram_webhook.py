@@ -322,3 +322,23 @@ async def test_a_flooding_user_gets_one_notice_and_the_rest_is_not_answered(
     assert texts[:2] == ["Echo: question number 0?", "Echo: question number 1?"]
     assert texts[2].startswith("You are sending messages faster than we can read them")
     assert 'peakdesk_messages_throttled_total{channel="telegram"} 3.0' in metrics
+
+
+async def test_a_flooding_user_gets_no_more_direct_answers_than_the_flood_limit(
+    redis: Redis, keys: Keys, fake_llm: FakeOpenAI, tg_api: FakeTelegramAPI
+) -> None:
+    # Stickers and commands are answered by the channel itself, without the queue: they
+    # count against the sender's flood limit like questions do.
+    async with TelegramStack(redis, keys, fake_llm.base_url, tg_api) as tg:
+        tg.queue.flood = FloodLimit(2, 60)
+        for n in range(6):
+            update = tg_api.updates.sticker(42) if n % 2 else tg_api.updates.text(42, "/help")
+            assert (await tg.post(update))[0] == 200
+        sent = await tg_api.wait_for("sendMessage", 3)
+        await asyncio.sleep(0.3)  # nothing more may come
+        metrics = tg.metrics.render().decode()
+    texts = [call.params["text"] for call in tg_api.calls_to("sendMessage")]
+    assert len(texts) == 3 == len(sent)
+    assert texts[:2] == [template("help", "en"), template("text_only", "en")]
+    assert texts[2].startswith("You are sending messages faster than we can read them")
+    assert 'peakdesk_messages_throttled_total{channel="telegram"} 4.0' in metrics

@@ -33,12 +33,15 @@ async def test_sender_over_the_limit_gets_one_notice_and_no_more_llm_calls(
         async with svc.client.get(svc.url("/metrics")) as response:
             metrics = await response.text()
 
-    statuses = [(status, body["status"], body.get("notice")) for status, body, _ in answers]
+    statuses = [
+        (status, body["status"], body.get("notice"), body.get("reason"))
+        for status, body, _ in answers
+    ]
     assert statuses == [
-        *[(202, "queued", None)] * 3,
-        (202, "throttled", True),
-        (202, "throttled", False),
-        (202, "throttled", False),
+        *[(202, "queued", None, None)] * 3,
+        (202, "throttled", True, "sender"),
+        (202, "throttled", False, "sender"),
+        (202, "throttled", False, "sender"),
     ]
     assert (other_status, other["status"]) == (202, "queued")  # other senders are not affected
     # A gateway's retry of the throttled message gets its ticket, not a second notice.
