@@ -142,6 +142,16 @@ class Service:
         sent.update(headers or {})
         return await self.send(f"/webhook/{gateway}{query}", body, sent)
 
+    async def forget(
+        self, gateway: str, payload: Any, *, secret: str | None = WEBHOOK_SECRET
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """``POST /webhook/{gateway}/forget``, signed for that route."""
+        body = json.dumps(payload).encode()
+        sent = {"Content-Type": "application/json"}
+        if secret:
+            sent.update(sign_afresh(secret, body, purpose="forget"))
+        return await self.send(f"/webhook/{gateway}/forget", body, sent)
+
     async def send(
         self, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:

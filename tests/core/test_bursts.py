@@ -244,7 +244,9 @@ async def test_the_conversation_limit_counts_what_is_unanswered_however_it_was_a
     await queue.ensure_groups()
 
     def member_said(n: int, member: str) -> InboundMessage:
-        return dataclasses.replace(said(n, f"{member} asks {n}", "group"), user_id=member)
+        return dataclasses.replace(
+            said(n, f"{member} asks {n}", "group"), user_id=member, group=True
+        )
 
     members = ["ann"] * LIMIT if answered == "merged" else [f"member{n}" for n in range(LIMIT)]
     for n, member in enumerate(members):

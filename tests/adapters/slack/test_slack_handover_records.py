@@ -11,7 +11,6 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.slack.blocks import RESOLVE
-from adapters.webhook.signing import signed_headers
 from core.handover import REQUESTED
 from core.keys import Keys
 from tests.adapters.slack.slack_stack import ADMIN, TelegramDesk, to_slack_app
@@ -26,7 +25,7 @@ from tests.fakes.slack_api import (
     thread_message,
 )
 from tests.fakes.telegram_api import BOT_ID
-from tests.harness import WEBHOOK_SECRET, Service, message
+from tests.harness import Service, message
 
 CUSTOMER = "webhook:gw:u-1"
 ADDRESS = "12 Baker Street, Fairview"
@@ -37,8 +36,6 @@ async def post_json(
     svc: Service, path: str, payload: object, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
     body = json.dumps(payload).encode()
-    if path.startswith("/webhook/"):
-        headers = {**headers, **signed_headers(WEBHOOK_SECRET, body)}
     headers = {"Content-Type": "application/json", **headers}
     async with svc.client.post(svc.url(path), data=body, headers=headers) as response:
         return response.status, await response.json()
@@ -47,7 +44,8 @@ async def post_json(
 async def forget_u1(svc: Service, route: str = "webhook") -> tuple[int, dict[str, Any]]:
     """Forget the conversation of webhook user u-1, as the gateway or the admin asks."""
     if route == "webhook":
-        return await post_json(svc, "/webhook/gw/forget", {"user_id": "u-1"}, {})
+        status, answer, _ = await svc.forget("gw", {"user_id": "u-1"})
+        return status, answer
     target = {"channel": "webhook", "account": "gw", "conversation_id": "u-1"}
     return await post_json(svc, "/admin/forget", target, {"Authorization": f"Bearer {ADMIN}"})
 

@@ -12,11 +12,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from adapters.webhook.signing import signed_headers
 from core.keys import Keys
 from tests.fakes.callback_receiver import CallbackReceiver
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import WEBHOOK_SECRET, Service, wired_settings
+from tests.harness import Service, wired_settings
 
 ALICE_SECRET = "my tracking number is TRK-ALICE-4711"
 
@@ -30,10 +29,8 @@ def prompt_text(fake_llm: FakeOpenAI, index: int) -> str:
 
 
 async def forget(svc: Service, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", **signed_headers(WEBHOOK_SECRET, body)}
-    async with svc.client.post(svc.url("/webhook/gw/forget"), data=body, headers=headers) as r:
-        return r.status, await r.json()
+    status, answer, _ = await svc.forget("gw", payload)
+    return status, answer
 
 
 async def test_a_customer_naming_another_customers_conversation_sees_none_of_her_history(

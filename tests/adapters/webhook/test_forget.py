@@ -50,13 +50,7 @@ async def test_gateway_forget_deletes_the_conversation_and_the_next_answer_start
         await receiver.wait_for(1)
         assert await stored_keys(redis, keys, conversation)
 
-        body = json.dumps({"user_id": "u-1"}).encode()
-        headers = {
-            "Content-Type": "application/json",
-            **signed_headers(WEBHOOK_SECRET, body, purpose="forget"),
-        }
-        async with svc.client.post(svc.url("/webhook/gw/forget"), data=body, headers=headers) as r:
-            status, answer = r.status, await r.json()
+        status, answer, _ = await svc.forget("gw", {"user_id": "u-1"})
         assert (status, answer["status"], answer["conversation_id"]) == (200, "forgotten", "u-1")
         assert answer["deleted"] >= 1
         assert await stored_keys(redis, keys, conversation) == []
