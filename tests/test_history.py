@@ -25,9 +25,7 @@ async def two_turns(
 ) -> str:
     """One conversation, two messages answered one after the other; what the model was sent
     for the second."""
-    settings = wired_settings(
-        keys, fake_llm.base_url, receiver.url, peakdesk_history_turns=turns
-    )
+    settings = wired_settings(keys, fake_llm.base_url, receiver.url, peakdesk_history_turns=turns)
     async with Service(settings, redis) as svc:
         for n, text in enumerate((FIRST, SECOND), 1):
             status, _, _ = await svc.post(
