@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     peakdesk_port: int = Field(8080, ge=0, le=65535)
     # After SIGTERM: /readyz answers 503 while requests are still served, then the listener closes
     peakdesk_shutdown_grace_s: float = Field(5.0, ge=0, le=600)
+    # Requests of this process waiting for their answer at once (?wait=N); more get 503
+    peakdesk_max_waiters: int = Field(500, ge=1, le=100_000)
 
     # Webhook channel
     webhook_secret: SecretStr | None = None

@@ -42,7 +42,7 @@ class Metrics:
         self.rejected = Counter(
             "peakdesk_messages_rejected",
             "Inbound requests refused (reason: invalid, unauthorized, too_large, queue_full, "
-            "store_unavailable, gateway_limit).",
+            "store_unavailable, gateway_limit, waiters_full).",
             ["channel", "reason"],
             registry=r,
         )
