@@ -138,6 +138,19 @@ class Metrics:
             registry=r,
         )
 
+        self.http_connections = Gauge(
+            "peakdesk_http_connections",
+            "Client connections open on this process's listener.",
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "peakdesk_http_connections_closed",
+            "Client connections the listener closed (reason: header_timeout, body_timeout, "
+            "evicted, refused).",
+            ["reason"],
+            registry=r,
+        )
+
         self.channel_events = Counter(
             "peakdesk_channel_events",
             "Channel-specific events (telegram: blocked, edited_ignored, not_addressed, "
