@@ -69,33 +69,37 @@ async def until_closed(reader: asyncio.StreamReader, timeout: float) -> tuple[by
     return received, time.monotonic() - started
 
 
-async def test_a_client_trickling_its_headers_gets_408_within_the_header_timeout(
-    keys: Keys,
-) -> None:
-    async with serving(keys, peakdesk_header_timeout_s=1) as listener:
-        reader, writer = await connect(listener.port)
-        writer.write(b"POST /webhook/gw HTTP/1.1\r\nHost: peakdesk\r\n")
-        sending = asyncio.create_task(trickle(writer, b"X-Slow: 1\r\n"))
-        answer, took = await until_closed(reader, 5)
-        await sending
-        writer.close()
-    assert answer.startswith(b"HTTP/1.1 408 ")
-    assert b"request headers" in answer and took < 2.5
-
-
-async def test_a_client_trickling_its_body_gets_408_within_the_body_timeout(keys: Keys) -> None:
-    async with serving(keys, peakdesk_body_timeout_s=1) as listener:
-        reader, writer = await connect(listener.port)
-        writer.write(
+@pytest.mark.parametrize(
+    ("setting", "opening", "chunk", "reason"),
+    [
+        (
+            "peakdesk_header_timeout_s",
+            b"POST /webhook/gw HTTP/1.1\r\nHost: peakdesk\r\n",
+            b"X-Slow: 1\r\n",
+            b"request headers not received within 1 s",
+        ),
+        (
+            "peakdesk_body_timeout_s",
             b"POST /webhook/gw HTTP/1.1\r\nHost: peakdesk\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"
-        )
-        sending = asyncio.create_task(trickle(writer, b" "))
+            b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{",
+            b" ",
+            b"request body not received within 1 s",
+        ),
+    ],
+    ids=["headers", "body"],
+)
+async def test_a_client_trickling_its_request_gets_408_within_the_read_timeout(
+    keys: Keys, setting: str, opening: bytes, chunk: bytes, reason: bytes
+) -> None:
+    async with serving(keys, **{setting: 1}) as listener:
+        reader, writer = await connect(listener.port)
+        writer.write(opening)
+        sending = asyncio.create_task(trickle(writer, chunk))
         answer, took = await until_closed(reader, 5)
         await sending
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408 ")
-    assert b'"error"' in answer and b"body" in answer and took < 2.5
+    assert b'{"error": "' + reason in answer and took < 2.5
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
