@@ -72,23 +72,22 @@ class ConnectionGuard:
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
         self.metrics = metrics or Metrics()
-        self._open: dict[GuardedRequestHandler, None] = {}  # in order of arrival
+        # The open connections by phase, each in the order they entered it (the first of a
+        # phase has been in it longest): finding the one to close costs no scan.
+        self._phases: dict[Phase, dict[GuardedRequestHandler, None]] = {p: {} for p in Phase}
+        self._open = 0
         self._made_room = 0
         self._warned_at = -CAP_WARNING_EVERY_S
 
     @property
     def open(self) -> int:
-        return len(self._open)
+        return self._open
 
     def admit(self, connection: GuardedRequestHandler) -> bool:
         """Take a new connection, closing another to make room at the cap; False when every
         open connection is busy answering (the new one must be closed)."""
-        if len(self._open) >= self.max_connections:
-            victim = min(
-                (c for c in self._open if c.phase < Phase.BUSY),
-                key=lambda c: (c.phase, c.since),
-                default=None,
-            )
+        if self._open >= self.max_connections:
+            victim = self._idlest()
             self._cap_reached(victim is not None)
             if victim is None:
                 self.closed_for("refused")
@@ -96,14 +95,31 @@ class ConnectionGuard:
             self.forget(victim)
             victim.force_close()
             self.closed_for("evicted")
-        self._open[connection] = None
-        self.metrics.http_connections.set(len(self._open))
+        self._phases[connection.phase][connection] = None
+        self._open += 1
+        self.metrics.http_connections.set(self._open)
         return True
 
+    def _idlest(self) -> GuardedRequestHandler | None:
+        """The connection to close for a new one: an idle one, else one sending its headers,
+        else its body; of those the one longest in its phase. None: all are busy."""
+        for phase in (Phase.IDLE, Phase.HEADERS, Phase.BODY):
+            for connection in self._phases[phase]:
+                return connection
+        return None
+
+    def moved(self, connection: GuardedRequestHandler, was: Phase) -> None:
+        """``connection`` left phase ``was`` for ``connection.phase`` (or began it again)."""
+        if connection in self._phases[was]:
+            del self._phases[was][connection]
+            self._phases[connection.phase][connection] = None
+
     def forget(self, connection: GuardedRequestHandler) -> None:
-        if connection in self._open:
-            del self._open[connection]
-            self.metrics.http_connections.set(len(self._open))
+        """``connection`` closed (or is being closed to make room)."""
+        if connection in self._phases[connection.phase]:
+            del self._phases[connection.phase][connection]
+            self._open -= 1
+            self.metrics.http_connections.set(self._open)
 
     def closed_for(self, reason: str) -> None:
         self.metrics.http_connections_closed.labels(reason).inc()
@@ -116,7 +132,7 @@ class ConnectionGuard:
             log.warning(
                 "%d connections open (PEAKDESK_MAX_CONNECTIONS): %s; %d new connections met "
                 "the cap since the last warning (slow or idle clients, or too few processes)",
-                len(self._open),
+                self._open,
                 "closing the idlest to make room" if made_room else "refusing new ones",
                 self._made_room,
             )
@@ -130,7 +146,6 @@ class GuardedRequestHandler(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self.guard = guard
         self.phase = Phase.IDLE
-        self.since = self._loop.time()  # when the phase began
         self._payload: StreamReader | None = None
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -174,7 +189,8 @@ class GuardedRequestHandler(web.RequestHandler):
         super().connection_lost(exc)
 
     def _enter(self, phase: Phase) -> None:
-        self.phase, self.since = phase, self._loop.time()
+        was, self.phase = self.phase, phase
+        self.guard.moved(self, was)
         if phase in (Phase.IDLE, Phase.BUSY):
             self._disarm()
 

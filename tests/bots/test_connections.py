@@ -158,6 +158,40 @@ async def test_slow_clients_never_lock_out_healthz_and_the_cap_holds(keys: Keys)
     assert status == 200 and health_took < 1.0
 
 
+async def test_at_the_cap_requests_being_answered_are_never_closed_for_a_new_one(
+    keys: Keys,
+) -> None:
+    async with (
+        serving(
+            keys,
+            peakdesk_max_connections=2,
+            webhook_secret=None,
+            webhook_callback_url="http://127.0.0.1:9/cb",
+        ) as listener,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"http://127.0.0.1:{listener.port}"
+
+        async def wait_for_answer(n: int) -> int:
+            body = {"message_id": f"m-{n}", "user_id": f"u-{n}", "text": "hello"}
+            async with http.post(f"{url}/webhook/gw?wait=1.5", json=body) as response:
+                return response.status
+
+        waiting = [asyncio.create_task(wait_for_answer(n)) for n in (1, 2)]
+        await asyncio.sleep(0.5)  # both wait (no workers: no answer comes)
+        reader, writer = await connect(listener.port)
+        refused, took = await until_closed(reader, 1)
+        writer.close()
+        assert await asyncio.gather(*waiting) == [202, 202]
+        # Now both connections are idle in the client's pool: a new one takes the place of one.
+        status, _ = await healthz(listener.port)
+        exported = listener.guard.metrics.render().decode()
+    assert refused == b"" and took < 0.5
+    assert status == 200
+    assert 'peakdesk_http_connections_closed_total{reason="refused"} 1.0' in exported
+    assert 'peakdesk_http_connections_closed_total{reason="evicted"} 1.0' in exported
+
+
 @pytest.mark.slow
 async def test_serve_under_ulimit_256_answers_healthz_beside_300_slow_clients(
     tmp_path: Path,
