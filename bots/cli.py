@@ -12,8 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
+from bots.connections import Listener
 from bots.logs import configure_logging
 from bots.runtime import Runtime
 from bots.settings import MIN_SECRET_LENGTH, Settings, describe_error, reveal
@@ -150,7 +149,7 @@ async def _run(settings: Settings, workers: int, serving: bool, ops_port: int | 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    runner: web.AppRunner | None = None
+    listener: Listener | None = None
     try:
         await runtime.start()
         # Everything imported and built so far lives as long as the process: keep it out of
@@ -159,15 +158,12 @@ async def _run(settings: Settings, workers: int, serving: bool, ops_port: int | 
         gc.freeze()
         if serving or ops_port is not None:
             app = runtime.app() if serving else runtime.ops_app()
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            port = settings.peakdesk_port if ops_port is None else ops_port
-            site = web.TCPSite(runner, settings.peakdesk_host, port, backlog=4096)
-            await site.start()
+            listener = Listener(app, settings, ops_port, metrics=runtime.metrics)
+            await listener.start()
             log.info(
                 "listening on http://%s:%d%s with %d worker loop(s)",
                 settings.peakdesk_host,
-                port,
+                listener.port,
                 "" if serving else " (health, readiness and metrics only)",
                 workers,
             )
@@ -186,8 +182,8 @@ async def _run(settings: Settings, workers: int, serving: bool, ops_port: int | 
         runtime.draining.set()
         log.info("stopping: no new work is taken")
     finally:
-        if runner is not None:
-            await runner.cleanup()  # stop accepting requests, finish those in flight
+        if listener is not None:
+            await listener.close()  # stop accepting requests, finish those in flight
         await runtime.stop()
         log.info("stopped")
 

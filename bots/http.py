@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.aio import BodyTimeout
 from core.metrics import Metrics
 from core.peak import PeakMonitor
 from core.queue import PriorityQueue
@@ -35,9 +36,14 @@ READY_TIMEOUT_S = 1.0
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give aiohttp's own errors (404, 405, 413...) a JSON body; never leak a stack trace."""
+    """Give aiohttp's own errors (404, 405, 413...) a JSON body; never leak a stack trace.
+    A body that came too slowly (bots.connections) is a 408, and the connection closes."""
     try:
         return await handler(request)
+    except BodyTimeout as exc:
+        response = web.json_response({"error": str(exc)}, status=408)
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

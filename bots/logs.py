@@ -3,6 +3,11 @@
 Every line carries the ticket and conversation it is about (:mod:`core.logcontext`), and every
 line is redacted on the way out: the configured secrets and anything that looks like a
 customer's email, phone or card number are masked, whatever the code logged.
+
+``PEAKDESK_LOG_LEVEL`` is the level of peakdesk's own loggers (``peakdesk.*``). Other
+libraries log at INFO and above whatever it is: their debug lines quote what they send and
+receive (slack_sdk writes each request's JSON: a hand-over post with the customer's name,
+address and words), which redaction cannot recognise.
 """
 
 from __future__ import annotations
@@ -15,6 +20,26 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from core.logcontext import CONTEXT_FIELDS, ContextFilter, RedactingFilter
+
+APP_LOGGER = "peakdesk"  # the parent of every logger of ours
+
+
+def is_ours(logger_name: str) -> bool:
+    return logger_name == APP_LOGGER or logger_name.startswith(APP_LOGGER + ".")
+
+
+class LibrariesAtInfo(logging.Filter):
+    """Drops other libraries' records below INFO, also from a library that set its own
+    logger's level (the root level alone would not stop those)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or is_ours(record.name)
+
+
+def set_levels(level: str) -> None:
+    """``level`` for peakdesk's loggers; INFO or above (``level`` if higher) for the rest."""
+    logging.getLogger().setLevel(max(logging.INFO, logging.getLevelNamesMapping()[level]))
+    logging.getLogger(APP_LOGGER).setLevel(level)
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,11 +99,12 @@ def configure_logging(
     """Send every record to ``stream`` (stderr), formatted and redacted; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(LibrariesAtInfo())
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    set_levels(level)
     # aiohttp's access log would carry full paths and query strings; keep it at WARNING.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     server = logging.getLogger("aiohttp.server")

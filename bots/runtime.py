@@ -210,6 +210,7 @@ class Runtime:
             max_attempts=s.webhook_callback_max_attempts,
             retry_for_s=s.peakdesk_delivery_retry_s,
             claim_idle_s=s.peakdesk_claim_idle_s,
+            max_waiters=s.peakdesk_max_waiters,
         )
         self.ingress = WebhookIngress(
             self.queue,

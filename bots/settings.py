@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     peakdesk_port: int = Field(8080, ge=0, le=65535)
     # After SIGTERM: /readyz answers 503 while requests are still served, then the listener closes
     peakdesk_shutdown_grace_s: float = Field(5.0, ge=0, le=600)
+    # Requests of this process waiting for their answer at once (?wait=N); more get 503
+    peakdesk_max_waiters: int = Field(500, ge=1, le=100_000)
+    # Slow and idle clients (see bots/connections.py): a request's headers, then its body, must
+    # arrive within these; an idle kept-alive connection closes after PEAKDESK_KEEPALIVE_S;
+    # open connections of one process at most
+    peakdesk_header_timeout_s: float = Field(10.0, gt=0, le=600)
+    peakdesk_body_timeout_s: float = Field(10.0, gt=0, le=600)
+    peakdesk_keepalive_s: float = Field(75.0, gt=0, le=3600)
+    peakdesk_max_connections: int = Field(1000, ge=1, le=1_000_000)
 
     # Webhook channel: the default secret, and gateways' own ({"shop-a": "..."}; for a gateway
     # listed there the default is not accepted)

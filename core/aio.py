@@ -46,18 +46,29 @@ class UnreadableBody(ValueError):
     a connection lost mid-body. The request gets a 4xx, never the stream's own error."""
 
 
+class BodyTimeout(TimeoutError):
+    """The body did not arrive in time (the listener's body timeout, set on the stream): the
+    request gets 408, not the 400 of an :class:`UnreadableBody`. A TimeoutError, as aiohttp
+    expects of a stream that fails while it discards an unread body."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request body not received within {seconds:g} s")
+
+
 async def read_limited(stream: Readable, limit: int) -> bytes | None:
     """The whole body, or None past ``limit`` bytes (also without a Content-Length).
 
     ``read(n)`` returns what has arrived so far, up to ``n``: a body that comes in several
     chunks must be read until the end, or only its first chunk is seen. Raises
-    UnreadableBody when the stream fails.
+    UnreadableBody when the stream fails, BodyTimeout when it came too slowly.
     """
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
         try:
             chunk = await stream.read(limit + 1 - size)
+        except BodyTimeout:
+            raise
         except Exception as exc:  # aiohttp's ContentEncodingError, connection errors...
             raise UnreadableBody(f"cannot read the body: {type(exc).__name__}") from exc
         if not chunk:

@@ -42,7 +42,7 @@ class Metrics:
         self.rejected = Counter(
             "peakdesk_messages_rejected",
             "Inbound requests refused (reason: invalid, unauthorized, too_large, queue_full, "
-            "store_unavailable, gateway_limit).",
+            "store_unavailable, gateway_limit, waiters_full).",
             ["channel", "reason"],
             registry=r,
         )
@@ -135,6 +135,19 @@ class Metrics:
         self.provider_circuit = Gauge(
             "peakdesk_provider_circuit_open",
             "1 while this process's circuit breaker keeps calls from the LLM provider.",
+            registry=r,
+        )
+
+        self.http_connections = Gauge(
+            "peakdesk_http_connections",
+            "Client connections open on this process's listener.",
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "peakdesk_http_connections_closed",
+            "Client connections the listener closed (reason: header_timeout, body_timeout, "
+            "evicted, refused).",
+            ["reason"],
             registry=r,
         )
 

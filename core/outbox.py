@@ -6,7 +6,8 @@ group mechanics as the inbound queue, so a reply survives a crash of the process
 
 A reply goes out exactly one way. A synchronous waiter (the webhook's ``?wait=N``) and the
 asynchronous sender race for a per-ticket claim with ``SET NX``; whoever wins delivers it.
-The sender leaves the waiter the head start it asked for (``Reply.wait_until``).
+The sender leaves the waiter the head start it asked for (``Reply.wait_until``). The waiters
+of a process share one watch of the replies (:class:`core.waiters.ReplyWatcher`).
 
 The same stream carries desk events (:class:`core.models.DeskEvent`: notices for the support
 staff about handed-over conversations) to the desk's sender, with the same guarantees.
@@ -25,13 +26,14 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.aio import SerialByKey, wait_event
+from core.aio import SerialByKey
 from core.errors import DeliveryError
 from core.keys import Keys
 from core.logcontext import about
 from core.metrics import Metrics
 from core.models import DeskEvent, DeskEventKind, Reply, ReplySource
 from core.queue import GROUP, LaneReader, ensure_group, text_of
+from core.waiters import ReplyWatcher
 
 log = logging.getLogger("peakdesk.outbox")
 
@@ -80,6 +82,7 @@ class Outbox:
         claim_idle_s: float = 30.0,
         claim_ttl_s: int = 7 * 24 * 3600,
         poll_interval_s: float = 0.05,
+        max_waiters: int = 500,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -94,11 +97,12 @@ class Outbox:
         self.backoff_cap_s = backoff_cap_s
         self.claim_idle_s = claim_idle_s
         self.claim_ttl_s = claim_ttl_s
-        self.poll_interval_s = poll_interval_s
+        self.watcher = ReplyWatcher(
+            redis, keys, interval_s=poll_interval_s, max_waiters=max_waiters
+        )
         # Deliveries in progress, by (outbox stream, entry id): entry ids are per stream.
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._reader = LaneReader(redis, keys, lambda lane: (lane.outbox,))
-        self._ready: dict[str, asyncio.Event] = {}
         self._conversations = SerialByKey()
         self._waiting = 0  # deliveries in flight that only wait (see _free_slots)
 
@@ -106,45 +110,33 @@ class Outbox:
 
     def notify(self, ticket_id: str) -> None:
         """Wake a waiter in this process at once (others find the reply by polling)."""
-        event = self._ready.get(ticket_id)
-        if event is not None:
-            event.set()
+        self.watcher.notify(ticket_id)
+
+    def can_wait(self) -> bool:
+        """Whether another synchronous waiter is taken now (``PEAKDESK_MAX_WAITERS``)."""
+        return self.watcher.can_wait()
 
     async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None:
         """The reply to ``ticket_id`` if it is ready within ``timeout`` and nobody sent it yet.
 
         When this returns a reply, the caller owns its delivery: no callback will be sent.
-        On a store error it returns None and the reply goes out asynchronously.
+        On a store error, or with ``max_waiters`` waiting already, it returns None and the
+        reply goes out asynchronously.
         """
         try:
-            return await self._wait_for_reply(ticket_id, timeout)
+            raw = await self.watcher.wait(ticket_id, timeout)
+            if raw is None:
+                return None
+            # A burst's reply is stored under each of its tickets: claim the reply.
+            reply = Reply.from_json(raw)
+            lane = self.keys.for_conversation(reply.conversation_key)
+            claimed = await self.redis.set(
+                lane.delivery_claim(reply.delivery_id), SYNC, nx=True, ex=self.claim_ttl_s
+            )
         except RedisError as exc:
             log.warning("waiting for ticket %s failed (%s)", ticket_id, type(exc).__name__)
             return None
-
-    async def _wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None:
-        deadline = time.monotonic() + timeout
-        event = self._ready.setdefault(ticket_id, asyncio.Event())
-        try:
-            while True:
-                raw = await self.redis.get(self.keys.reply(ticket_id))
-                if raw is not None:
-                    # A burst's reply is stored under each of its tickets: claim the reply.
-                    reply = Reply.from_json(raw)
-                    lane = self.keys.for_conversation(reply.conversation_key)
-                    claimed = await self.redis.set(
-                        lane.delivery_claim(reply.delivery_id),
-                        SYNC,
-                        nx=True,
-                        ex=self.claim_ttl_s,
-                    )
-                    return reply if claimed else None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                await wait_event(event, min(self.poll_interval_s, left))
-        finally:
-            self._ready.pop(ticket_id, None)
+        return reply if claimed else None
 
     # -- asynchronous delivery ------------------------------------------------------------
 

@@ -67,7 +67,9 @@ class ConversationState:
         """History, context, hand-over status and product information of a conversation, in
         one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(self.keys.history(conversation_key), -2 * self.history_turns, -1)
+            # At 0 turns no history: LRANGE 1 0 is empty (-0 -1 would be the whole list).
+            start, stop = (-2 * self.history_turns, -1) if self.history_turns else (1, 0)
+            pipe.lrange(self.keys.history(conversation_key), start, stop)
             pipe.hgetall(self.keys.context(conversation_key))
             pipe.hmget(self.keys.handover(conversation_key), "status", "ticket")
             if product_id:
@@ -91,12 +93,16 @@ class ConversationState:
         turns: Sequence[Turn],
         context: Mapping[str, str] | None = None,
     ) -> None:
-        """Append ``turns`` to the history and merge ``context`` in, atomically, with TTLs."""
+        """Append ``turns`` to the history and merge ``context`` in, atomically, with TTLs.
+        At 0 history turns nothing is kept (what an earlier setting kept is deleted)."""
         history_key = self.keys.history(conversation_key)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(history_key, *(json.dumps(t, ensure_ascii=False) for t in turns))
-            pipe.ltrim(history_key, -2 * self.history_turns, -1)
-            pipe.expire(history_key, self.history_ttl_s)
+            if self.history_turns:
+                pipe.rpush(history_key, *(json.dumps(t, ensure_ascii=False) for t in turns))
+                pipe.ltrim(history_key, -2 * self.history_turns, -1)
+                pipe.expire(history_key, self.history_ttl_s)
+            else:
+                pipe.delete(history_key)
             if context:
                 context_key = self.keys.context(conversation_key)
                 pipe.hset(context_key, mapping=dict(context))  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bots.logs import LibrariesAtInfo
 from core.keys import Keys
 from core.store import connect_redis, delete_prefix
 from tests.fakes.callback_receiver import CallbackReceiver
@@ -174,14 +175,17 @@ class _LogLines(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def no_secrets_or_customer_data_in_logs(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test's scenario is also a log-leak test: each line our code logs (at any level;
-    other libraries' from INFO, production's default) is scanned for the configured secrets,
-    emails, phone numbers and card-like numbers (tests/logscan.py)."""
+    """Every test's scenario is also a log-leak test: each line a process at
+    PEAKDESK_LOG_LEVEL=DEBUG would write is scanned for the configured secrets, emails, phone
+    numbers and card-like numbers (tests/logscan.py). Every logger logs at DEBUG here, and
+    the scan keeps what the production handler keeps: our lines at any level, other
+    libraries' from INFO (bots.logs.LibrariesAtInfo)."""
     lines = _LogLines()
+    lines.addFilter(LibrariesAtInfo())
     root, ours = logging.getLogger(), logging.getLogger("peakdesk")
     levels = root.level, ours.level
     root.addHandler(lines)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.DEBUG)
     ours.setLevel(logging.DEBUG)
     try:
         yield

@@ -50,6 +50,8 @@ class PriorityDetector(Protocol):
 
 
 class ReplyWaiter(Protocol):
+    def can_wait(self) -> bool: ...
+
     async def wait_for_reply(self, ticket_id: str, timeout: float) -> Reply | None: ...
 
 
@@ -283,6 +285,14 @@ class WebhookIngress:
             if not 0 <= wait <= MAX_WAIT_S:
                 return self._reject(
                     "invalid", 400, f"wait: a number of seconds 0-{MAX_WAIT_S:g}", "wait"
+                )
+            if wait and not self.waiter.can_wait():  # refused before anything is stored
+                return self._reject(
+                    "waiters_full",
+                    503,
+                    "too many requests waiting (?wait) at once: send again later, or without wait",
+                    None,
+                    **{"Retry-After": str(self.retry_after_s)},
                 )
         try:
             payload = parse_payload(body)
