@@ -82,8 +82,23 @@ HUMAN_INTENT: Final = "contact_human_agent"
 COMPLAINT_INTENT: Final = "complaint"
 # Failures that count against the provider (its circuit breaker), besides retryable ones.
 PROVIDER_FAILURES: Final = frozenset(("timeout", "connection_error"))
-# Intents whose answers are never shared by intent alone: too vague, or handed to people.
-UNSHARED_INTENTS: Final = frozenset((OTHER, HUMAN_INTENT, COMPLAINT_INTENT))
+# Intents whose answers are never shared by intent alone: too vague, handed to people, or
+# about the asker's own orders (urgent order and payment problems, where an order or refund
+# is, its invoice): a generic answer would not answer them, and the model looks the
+# customer's orders up with the tools of an answer of their own.
+PERSONAL_INTENTS: Final = frozenset(
+    (
+        "cancel_order",
+        "change_order",
+        "change_shipping_address",
+        "payment_issue",
+        "track_order",
+        "track_refund",
+        "check_invoice",
+        "get_invoice",
+    )
+)
+UNSHARED_INTENTS: Final = frozenset((OTHER, HUMAN_INTENT, COMPLAINT_INTENT)) | PERSONAL_INTENTS
 # What makes a question particular: digits (amounts, dates, numbers), an email or a handle.
 _DETAILS: Final = re.compile(r"\d|@")
 GENERIC_MAX_CHARS: Final = 200
