@@ -30,7 +30,7 @@ from core.canonical import canonical_prompt
 from core.circuit import OPEN as OPEN_CIRCUIT
 from core.circuit import CircuitBreaker
 from core.errors import LLMError
-from core.handover import OPEN, HandoverDesk, handover_notice
+from core.handover import OPEN, Escalation, HandoverDesk, escalation_notice
 from core.intents import OTHER
 from core.ledger import Ledger
 from core.metrics import Metrics
@@ -628,7 +628,7 @@ class ReplyHandler:
         if snapshot is None:
             snapshot = await self.state.load(message.conversation_key)
         detection = detection or self.detector.detect(message.text, message.metadata)
-        if await self.desk.escalate(
+        escalation = await self.desk.escalate(
             message,
             ticket_id=entry.ticket_id,
             priority=entry.priority,
@@ -636,10 +636,11 @@ class ReplyHandler:
             order_id=detection.order_id or snapshot.context.get("order id"),
             history=snapshot.history,
             answer=text if source in (ReplySource.LLM, ReplySource.CACHE) else "",
-        ):
+        )
+        if escalation in (Escalation.POSTED, Escalation.REOPENED):
             log.info("ticket %s: handed over to people (%s)", entry.ticket_id, reason)
-        notice = handover_notice(
-            entry.ticket_id, await self.desk.estimated_wait(), message.metadata.locale
+        notice = escalation_notice(
+            escalation, entry.ticket_id, await self.desk.estimated_wait(), message.metadata.locale
         )
         return self._reply(entry, f"{text}\n\n{notice}" if text else notice, source, error_code)
 

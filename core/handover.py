@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Final, Literal, cast
 
 from redis.asyncio import Redis
@@ -50,16 +51,45 @@ NOTICE: Final = {
     " (ticket {ticket}).",
     "zh": "已为您转接人工客服，客服人员会在此回复您（工单号 {ticket}）。",
 }
+# A customer who asks for a person again soon after having their conversation forgotten: the
+# desk was told of it lately (the escalation interval), and nothing is posted again.
+DEFERRED_NOTICE: Final = {
+    "en": "This conversation was deleted at your request a moment ago, so it was not passed to"
+    " our support team again. Please write again in a few minutes if you still want a person"
+    " (ticket {ticket}).",
+    "zh": "该会话刚刚已按您的要求删除，因此未再次转接人工客服。如仍需人工服务，请几分钟后再发送消息"
+    "（工单号 {ticket}）。",
+}
 WAIT_NOTICE: Final = {
     "en": " Estimated wait: about {minutes} min.",
     "zh": "预计等待约 {minutes} 分钟。",
 }
 
 
+def escalation_notice(
+    escalation: Escalation, ticket_id: str, wait_s: float | None, locale: str | None
+) -> str:
+    """What the customer is told after an escalation of a staffed desk: that a person will
+    answer, unless nobody was told (:attr:`Escalation.DEFERRED`)."""
+    if escalation is Escalation.DEFERRED:
+        return DEFERRED_NOTICE[language(locale)].format(ticket=ticket_id)
+    return handover_notice(ticket_id, wait_s, locale)
+
+
 def staff_reply_id(source: str) -> str:
     """The ``reply_id`` of a staff message: stable for one message of the desk (its Slack
     channel and ts, say), so a retried event maps to the same reply, and opaque to gateways."""
     return "H" + hashlib.blake2b(source.encode(), digest_size=10).hexdigest()
+
+
+class Escalation(IntEnum):
+    """What :meth:`HandoverDesk.escalate` did."""
+
+    UNSTAFFED = -2  # no desk: nobody can be told
+    DEFERRED = -1  # posted to the desk lately and forgotten since: nobody was told now
+    ALREADY = 0  # people have the conversation already (or this ticket escalated it)
+    POSTED = 1  # a new hand-over, posted to the desk
+    REOPENED = 2  # posted lately: the closed hand-over reopened in its thread
 
 
 def handover_notice(ticket_id: str, wait_s: float | None, locale: str | None) -> str:
@@ -171,18 +201,18 @@ class HandoverDesk:
         history: Sequence[Turn] = (),
         answer: str = "",
         by_staff: bool = False,
-    ) -> bool:
-        """Hand the conversation of ``message`` to people; False when it already was (by this
-        ticket or since earlier), or when no desk is staffed.
+    ) -> Escalation:
+        """Hand the conversation of ``message`` to people; ALREADY when it was (by this ticket
+        or since earlier), UNSTAFFED when no desk is staffed.
 
         People are shown the last turns of ``history``, the message and the bot's ``answer``.
         A conversation is posted to the desk as a new hand-over at most once per
         ``escalate_interval_s`` (unless staff asked, ``by_staff``): escalated again within it,
-        its closed hand-over reopens in the desk's thread, and with no record left (forgotten)
-        nothing happens (False).
+        its closed hand-over reopens in the desk's thread (REOPENED), and with no record left
+        (forgotten) nothing happens (DEFERRED: the customer must not be told people answer).
         """
         if not self.staffed:
-            return False
+            return Escalation.UNSTAFFED
         transcript = list(history[-TRANSCRIPT_TURNS:])
         if message.text:
             transcript.append({"role": "user", "content": message.text})
@@ -227,7 +257,7 @@ class HandoverDesk:
                 *(item for pair in record.items() for item in pair),
             ],
         )
-        return bool(created)
+        return Escalation(int(created))
 
     async def hold(self, entry: QueuedMessage) -> bool:
         """Pass ``entry`` to the people who have its conversation and ack it (instead of an

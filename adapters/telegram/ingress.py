@@ -36,7 +36,7 @@ from adapters.telegram.convert import (
 from adapters.telegram.templates import template
 from core.aio import read_limited
 from core.errors import AdmissionRefused, StoreUnavailable
-from core.handover import ConversationForgetter, HandoverDesk, handover_notice
+from core.handover import ConversationForgetter, Escalation, HandoverDesk, escalation_notice
 from core.metrics import Metrics
 from core.models import InboundMessage, ReplySource
 from core.priority import PriorityDetector
@@ -178,20 +178,21 @@ class TelegramIngress:
                     return
                 if command == "forget":
                     await self.forgetter.forget(message.conversation_key)
-                elif await self._hand_over(message, ticket_id, priority):
+                elif self.handover.staffed:
+                    escalation = await self._hand_over(message, ticket_id, priority)
                     wait = await self.handover.estimated_wait()
-                    text = handover_notice(ticket_id, wait, message.metadata.locale)
+                    text = escalation_notice(escalation, ticket_id, wait, message.metadata.locale)
             except RedisError as exc:
                 log.warning("/%s failed: redis error %s", command, type(exc).__name__)
                 raise StoreUnavailable("conversation store unavailable") from exc
         await self._answer_directly(message, text, priority, "command", ticket_id)
 
-    async def _hand_over(self, message: InboundMessage, ticket_id: str, priority: int) -> bool:
-        """Escalate for ``/human``; False when no desk is staffed (the plain template then)."""
-        if not self.handover.staffed:
-            return False
+    async def _hand_over(
+        self, message: InboundMessage, ticket_id: str, priority: int
+    ) -> Escalation:
+        """Escalate for ``/human`` (with a staffed desk; else the plain template answers)."""
         snapshot = await self.state.load(message.conversation_key)
-        await self.handover.escalate(
+        return await self.handover.escalate(
             message,
             ticket_id=ticket_id,
             priority=priority,
@@ -199,7 +200,6 @@ class TelegramIngress:
             order_id=snapshot.context.get("order id"),
             history=snapshot.history,
         )
-        return True
 
     async def _answer_directly(
         self,

@@ -8,7 +8,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.handover import OWNED, REQUESTED, RESOLVED, RETURNED, HandoverDesk, handover_notice
+from core.handover import (
+    OWNED,
+    REQUESTED,
+    RESOLVED,
+    RETURNED,
+    Escalation,
+    HandoverDesk,
+    handover_notice,
+)
 from core.keys import Keys
 from core.models import DeskEvent, DeskEventKind, Reply, ReplySource
 from core.queue import PriorityQueue
@@ -24,7 +32,7 @@ async def outbox(redis: Redis, keys: Keys) -> list[DeskEvent | Reply]:
     ]
 
 
-async def escalate(desk: HandoverDesk, ticket: str = "T1", n: int = 1) -> bool:
+async def escalate(desk: HandoverDesk, ticket: str = "T1", n: int = 1) -> Escalation:
     return await desk.escalate(
         inbound(n, "I want to speak to a person"),
         ticket_id=ticket,
@@ -36,9 +44,9 @@ async def escalate(desk: HandoverDesk, ticket: str = "T1", n: int = 1) -> bool:
 
 async def test_an_escalation_is_recorded_and_announced_once(redis: Redis, keys: Keys) -> None:
     desk = HandoverDesk(redis, keys, ttl_s=3600)
-    assert await escalate(desk) is True
-    assert await escalate(desk) is False  # the same message processed again
-    assert await escalate(HandoverDesk(redis, keys), ticket="T2") is False  # still open
+    assert await escalate(desk) is Escalation.POSTED
+    assert await escalate(desk) is Escalation.ALREADY  # the same message processed again
+    assert await escalate(HandoverDesk(redis, keys), ticket="T2") is Escalation.ALREADY  # open
     handover = await HandoverDesk(redis, keys).get(CONVERSATION)
     assert handover is not None and handover.status == REQUESTED and handover.ticket_id == "T1"
     assert handover.reply_to == {"callback_url": "http://127.0.0.1:9/cb"}
@@ -56,7 +64,7 @@ async def test_an_escalation_is_recorded_and_announced_once(redis: Redis, keys: 
 
 async def test_an_unstaffed_desk_never_hands_over(redis: Redis, keys: Keys) -> None:
     desk = HandoverDesk(redis, keys, staffed=False)
-    assert await escalate(desk) is False
+    assert await escalate(desk) is Escalation.UNSTAFFED
     assert await desk.get(CONVERSATION) is None and await outbox(redis, keys) == []
 
 
@@ -143,7 +151,7 @@ async def test_a_resolved_conversation_can_be_escalated_again(redis: Redis, keys
     await desk.change(CONVERSATION, "resolve", "U1")
     handover = await desk.get(CONVERSATION)
     assert handover is not None and handover.status == RESOLVED
-    assert await escalate(desk, ticket="T9") is True
+    assert await escalate(desk, ticket="T9") is Escalation.POSTED
     handover = await desk.get(CONVERSATION)
     assert handover is not None and handover.ticket_id == "T9" and handover.thread == ""
     assert await desk.find_by_thread("C1:100.1") == CONVERSATION
@@ -156,8 +164,8 @@ async def test_escalated_again_within_the_interval_it_reopens_in_its_thread(
     await escalate(desk, ticket="T1")
     await desk.set_thread(CONVERSATION, "C1:100.1")
     await desk.change(CONVERSATION, "resolve", "U1")
-    assert await escalate(desk, ticket="T2") is True
-    assert await escalate(desk, ticket="T2") is False  # processed again
+    assert await escalate(desk, ticket="T2") is Escalation.REOPENED
+    assert await escalate(desk, ticket="T2") is Escalation.ALREADY  # processed again
     handover = await desk.get(CONVERSATION)
     assert handover is not None and (handover.status, handover.ticket_id) == (REQUESTED, "T2")
     assert handover.thread == "C1:100.1" and await desk.open_count() == 1
@@ -168,16 +176,17 @@ async def test_escalated_again_within_the_interval_it_reopens_in_its_thread(
         DeskEventKind.STATUS,  # requested again: a note in the thread, no new post
     ]
     assert events[-1].status == REQUESTED
-    # Forgotten, then escalated within the interval: nothing to reopen, nothing posted.
+    # Forgotten, then escalated within the interval: nothing to reopen, nothing posted (and
+    # the customer is not told people answer).
     await desk.forget(CONVERSATION)
-    assert await escalate(desk, ticket="T3") is False
+    assert await escalate(desk, ticket="T3") is Escalation.DEFERRED
     assert await desk.get(CONVERSATION) is None
     # Staff may always open one.
     message = inbound(4, "")
     opened = await desk.escalate(
         message, ticket_id="T4", priority=2, reason="opened by staff", by_staff=True
     )
-    assert opened is True
+    assert opened is Escalation.POSTED
 
 
 async def test_after_the_interval_an_escalation_is_posted_anew(redis: Redis, keys: Keys) -> None:
@@ -185,7 +194,7 @@ async def test_after_the_interval_an_escalation_is_posted_anew(redis: Redis, key
     await escalate(desk, ticket="T1")
     await desk.change(CONVERSATION, "resolve", "U1")
     await redis.delete(keys.escalated(CONVERSATION))  # as its TTL would, after 60 s
-    assert await escalate(desk, ticket="T2") is True
+    assert await escalate(desk, ticket="T2") is Escalation.POSTED
     events = [e for e in await outbox(redis, keys) if isinstance(e, DeskEvent)]
     assert [e.kind for e in events][-1] is DeskEventKind.ESCALATED
 

@@ -171,10 +171,12 @@ async def test_a_conversation_escalated_again_soon_is_not_posted_again(
     assert "again" in notes[-1]["text"]
     assert await svc.runtime.desk.open_count() == 1
 
-    # Forgotten, then asked again at once: no record to reopen, and no new post.
+    # Forgotten, then asked again at once: no record to reopen, and no new post; the customer
+    # is not told that a person will answer (nobody was told).
     await forget_u1(svc)
     await svc.post("gw", message(3, HUMAN, user_id="u-1"))
-    await receiver.wait_for(3)
+    told = (await receiver.wait_for(3))[2]["text"]
+    assert "not passed to our support team" in told and "will take over" not in told
     await slack.wait_for("chat.postMessage", 4)  # the note that the data was deleted
     await svc.post("gw", message(4, "Still there?", user_id="u-1"))
     await receiver.wait_for(4)
