@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.aio import SerialByKey
+from core.aio import SerialByKey, wait_event
 from core.errors import DeliveryError
 from core.keys import Keys
 from core.logcontext import about
@@ -45,6 +45,11 @@ WAITING_FACTOR = 20
 SYNC = "sync"  # a synchronous waiter took the reply
 SENDING = "sending"  # the outbox is sending it (a crash here means: send again)
 SENT = "sent"  # the channel took it
+
+
+class _LeftPending(Exception):
+    """The outbox stops while a delivery waits for its next attempt: it stays pending in
+    Redis, and a process claims it after the idle time."""
 
 
 class ReplySender(Protocol):
@@ -105,6 +110,9 @@ class Outbox:
         self._reader = LaneReader(redis, keys, lambda lane: (lane.outbox,))
         self._conversations = SerialByKey()
         self._waiting = 0  # deliveries in flight that only wait (see _free_slots)
+        # Set once the outbox stops: a delivery waiting for its next attempt is left pending at
+        # once instead of holding the shutdown up (_LeftPending).
+        self._stopping = asyncio.Event()
 
     # -- synchronous waiters --------------------------------------------------------------
 
@@ -170,6 +178,7 @@ class Outbox:
                         for lane in self.keys.lanes:
                             await ensure_group(self.redis, lane.outbox)
                 await asyncio.sleep(1.0)
+        self._stopping.set()
         if self._in_flight:
             _, unfinished = await asyncio.wait(list(self._in_flight.values()), timeout=10.0)
             for task in unfinished:  # stays pending in Redis: claimed again after the idle time
@@ -272,6 +281,8 @@ class Outbox:
             if isinstance(reply, Reply) and reply.source is ReplySource.HUMAN and self.desk:
                 await self._tell_desk_undelivered(reply)
             await self._ack(stream, entry_id)
+        except _LeftPending:
+            return
         except RedisError as exc:
             # Left pending: another pass (or process) claims it after the idle timeout.
             log.warning(
@@ -306,7 +317,8 @@ class Outbox:
     async def _send_with_retries(self, reply: Outgoing) -> DeliveryError | None:
         """Send until the channel takes it (None); the last error once it refused it, or
         stayed unavailable for ``max_attempts`` attempts and ``retry_for_s`` after the reply
-        was made.
+        was made. Raises _LeftPending when the outbox stops while the reply waits for its
+        next attempt.
 
         The time floor matters more than the attempts: the backoff ladder of the default 8
         attempts spans about a minute, and a channel down longer than that (Telegram's 5xx,
@@ -342,9 +354,11 @@ class Outbox:
                 )
                 self._waiting += 1
                 try:
-                    await asyncio.sleep(delay)
+                    await wait_event(self._stopping, delay)
                 finally:
                     self._waiting -= 1
+                if self._stopping.is_set():
+                    raise _LeftPending from exc
 
     async def _ack(self, stream: str, entry_id: str, *, sent_claim: str | None = None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -194,3 +194,27 @@ async def test_a_channel_that_is_down_does_not_hold_back_the_others(
         stop.set()
         await task
     assert sorted(r.ticket_id for _, r in telegram.sent) == ["T1", "T2", "T3", "T4"]
+
+
+async def test_a_reply_waiting_for_its_retry_is_left_pending_at_once_on_shutdown(
+    redis: Redis, keys: Keys
+) -> None:
+    await ensure_group(redis, keys.outbox)
+    await redis.xadd(keys.outbox, {"r": reply_for(1).to_json()})
+    sender = RecordingSender(DeliveryError("gateway down"))
+    outbox = Outbox(
+        redis, keys, {"webhook": sender}, consumer="c1", metrics=Metrics(), backoff_base_s=60
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop))
+    async with asyncio.timeout(5):
+        while sender.attempts == 0:  # noqa: ASYNC110 - set by the outbox's task
+            await asyncio.sleep(0.01)
+    started = time.monotonic()
+    stop.set()
+    await task
+    # Not the 10 s given to deliveries under way, nor the minute of its backoff.
+    assert time.monotonic() - started < 2.0
+    pending: Any = await redis.xpending(keys.outbox, GROUP)
+    assert pending["pending"] == 1  # another process takes it over after the idle time
+    assert sender.sent == [] and await redis.xlen(keys.dead_deliveries) == 0
