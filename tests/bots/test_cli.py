@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bots.cli import check_startup
+from bots.cli import check_startup, load_settings
 from bots.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -92,17 +92,37 @@ STRONG = "a-secret-of-25-characters"
         ({"WEBHOOK_SECRETS": '{"Shop A": "' + STRONG + '"}'}, "WEBHOOK_SECRETS"),  # no gateway
     ],
 )
-async def test_serve_off_loopback_refuses_a_short_secret_in_one_line_naming_it(
-    tmp_path: Path, env: dict[str, str], name: str
+def test_off_loopback_a_short_secret_stops_start_up_in_one_line_naming_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    name: str,
 ) -> None:
-    # 192.0.2.1 (TEST-NET-1) is nobody's address: a server that did not refuse fails to bind
-    # rather than listen beyond loopback.
-    env = {"WEBHOOK_SECRET": STRONG, **env}
-    code, stderr = await run_cli(tmp_path, "serve", "--host", "192.0.2.1", "--port", "0", **env)
-    assert code == 2, stderr
-    [line] = stderr.strip().splitlines()
+    # The settings and checks `serve` runs before anything starts (the whole command, in a
+    # process of its own, is the next test).
+    monkeypatch.chdir(tmp_path)  # no .env
+    for variable in set(os.environ) - set(clean_env()):
+        monkeypatch.delenv(variable)
+    for variable, value in {"WEBHOOK_SECRET": STRONG, **env}.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as stopped:
+        check_startup(load_settings(peakdesk_host="192.0.2.1"), serving=True)
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
     assert name in line
     assert not any(word in line for word in ("short", STRONG))  # never the value
+
+
+async def test_serve_off_loopback_refuses_a_short_secret(tmp_path: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is nobody's address: a server that did not refuse fails to bind
+    # rather than listen beyond loopback.
+    code, stderr = await run_cli(
+        tmp_path, "serve", "--host", "192.0.2.1", "--port", "0", WEBHOOK_SECRET="a"
+    )
+    assert code == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert "WEBHOOK_SECRET" in line and "'a'" not in line
 
 
 def test_long_secrets_pass_off_loopback_and_short_ones_on_loopback() -> None:
