@@ -69,7 +69,9 @@ async def test_a_load_over_lanes_is_answered_once_each_in_order(
     assert [c["message_id"] for c in notices] == ["m-999"]
     # The figures add the lanes up.
     assert depths == {0: 0, 1: 0, 2: 0}
-    assert sum(dashboard.answers_today.values()) == len(receiver.accepted) - len(notices)
+    # (Acknowledgements are no answers: a loaded machine's estimates may send some.)
+    answers = [c for c in receiver.accepted if c["source"] not in ("notice", "ack")]
+    assert sum(dashboard.answers_today.values()) == len(answers)
     assert svc.runtime.peak.depths == {0: 0, 1: 0, 2: 0}
 
     if isinstance(redis, RedisCluster):  # the lanes live on more than one master
