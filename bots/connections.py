@@ -28,7 +28,9 @@ import asyncio
 import enum
 import json
 import logging
+import os
 import resource
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -42,8 +44,15 @@ from core.metrics import Metrics
 
 log = logging.getLogger("peakdesk.http")
 
-# Files kept free of client connections: Redis, the LLM provider, callbacks, channel APIs.
+# Files kept free of client connections: Redis, the LLM provider, callbacks, channel APIs, and
+# the connections accepted but not yet counted (up to a few ACCEPT_BATCHes).
 RESERVED_FILES = 128
+# Connections asyncio accepts in one go, before any of them reaches the guard. Its accept loop
+# takes as many as the listen backlog at once: with 4096, a burst of new connections under a
+# low `ulimit -n` hit "Too many open files" before the cap could close one (seen in a test
+# with 300 slow clients under ulimit 256). The kernel's queue stays LISTEN_BACKLOG long.
+ACCEPT_BATCH = 16
+LISTEN_BACKLOG = 4096
 # How often, at most, the log says that the cap closed connections.
 CAP_WARNING_EVERY_S = 60.0
 
@@ -326,8 +335,19 @@ class Listener:
 
     async def start(self) -> None:
         await self.runner.setup()
-        self._site = web.TCPSite(self.runner, self.settings.peakdesk_host, self._port, backlog=4096)
-        await self._site.start()
+        site = web.TCPSite(
+            self.runner, self.settings.peakdesk_host, self._port, backlog=ACCEPT_BATCH
+        )
+        await site.start()
+        self._site = site
+        # asyncio listens with the accept batch as the backlog: lengthen the kernel's queue
+        # again, so that a burst of connections waits there rather than being refused.
+        # (asyncio hands out wrappers without listen(): a duplicate of the descriptor is the
+        # same socket.)
+        server: asyncio.AbstractServer | None = getattr(site, "_server", None)
+        for listening in getattr(server, "sockets", ()):
+            with socket.socket(fileno=os.dup(listening.fileno())) as same:
+                same.listen(LISTEN_BACKLOG)
 
     @property
     def port(self) -> int:
