@@ -117,13 +117,6 @@ def start_bare(cpu: int | None, workdir: Path) -> common.Server:
     )
 
 
-# The admission path itself: no acknowledgements (and so no templated answers at admission)
-# and ladder level 0. A gateway alone, whose queue only grows, soon expects long waits: it
-# would acknowledge every message and answer templated questions at admission, a path of its
-# own, from a moment that varies from run to run.
-PLAIN_ADMISSION = {"PEAKDESK_FIRST_RESPONSE_S": "0", "PEAKDESK_PEAK_MODE": "off"}
-
-
 def start_peakdesk(
     name: str,
     cpu: int | None,
@@ -311,15 +304,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     loadgen.add_load_arguments(parser, generator="load generator", max_requests=300_000)
     parser.add_argument("--no-fakeredis", action="store_true", help="skip peakdesk-fakeredis")
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a setting of the peakdesk servers, over the defaults "
-        + ", ".join(f"{k}={v}" for k, v in PLAIN_ADMISSION.items())
-        + " (repeatable)",
-    )
     parser.add_argument("--python-loadgen", action="store_true", help="do not use wrk")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--loadgen", nargs=5, help=argparse.SUPPRESS)
@@ -373,7 +357,7 @@ def main() -> int:
     ok = True
     try:
         servers.append(start_bare(server_cpu, workdir))
-        settings = {**PLAIN_ADMISSION, **dict(s.split("=", 1) for s in args.setting)}
+        settings = loadgen.server_settings(args)
         servers.append(
             start_peakdesk("peakdesk-redis", server_cpu, workdir, redis_url, prefix, settings)
         )

@@ -131,7 +131,12 @@ def start_child(
 
 
 def start_serve(
-    cpu: int | None, workdir: Path, redis_url: str, prefix: str, profile: bool
+    cpu: int | None,
+    workdir: Path,
+    redis_url: str,
+    prefix: str,
+    profile: bool,
+    settings: dict[str, str],
 ) -> common.Server:
     """``peakdesk serve --workers 0`` with the Telegram channel on (webhook mode).
 
@@ -143,6 +148,7 @@ def start_serve(
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
         "TELEGRAM_MODE": "webhook",
         "TELEGRAM_API_BASE": "http://127.0.0.1:1",
+        **settings,
     }
     prof = workdir / "peakdesk.prof" if profile else None
     return common.start_peakdesk_serve("peakdesk", cpu, workdir, redis_url, prefix, env, prof)
@@ -161,12 +167,18 @@ def mounts_telegram(server: common.Server) -> bool:
 
 
 def start_peakdesk(
-    via: str, cpu: int | None, workdir: Path, redis_url: str, prefix: str, profile: bool
+    via: str,
+    cpu: int | None,
+    workdir: Path,
+    redis_url: str,
+    prefix: str,
+    profile: bool,
+    settings: dict[str, str],
 ) -> tuple[common.Server, str]:
     """The real ``peakdesk serve`` when it mounts the channel (``via`` auto or serve), else a
     minimal app around the real TelegramIngress; returns the server and what it is."""
     if via in ("auto", "serve"):
-        server = start_serve(cpu, workdir, redis_url, prefix, profile)
+        server = start_serve(cpu, workdir, redis_url, prefix, profile, settings)
         server.wait_ready()
         if mounts_telegram(server):
             return server, "`peakdesk serve --workers 0` (real runtime)"
@@ -387,7 +399,13 @@ def main() -> int:
         for name in names:
             if name == "peakdesk":
                 server, what = start_peakdesk(
-                    args.via, server_cpu, workdir, redis_url, prefix, args.profile
+                    args.via,
+                    server_cpu,
+                    workdir,
+                    redis_url,
+                    prefix,
+                    args.profile,
+                    loadgen.server_settings(args),
                 )
                 print(f"peakdesk server: {what}")
             else:
