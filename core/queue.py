@@ -40,7 +40,7 @@ from core.models import (
     language,
     spoken_language,
 )
-from core.store import lua_script
+from core.store import GroupCommit, lua_script
 
 log = logging.getLogger("peakdesk.queue")
 
@@ -294,12 +294,13 @@ class PriorityQueue:
         self._admit_script = redis.register_script(limits + lua_script("admit.lua"))
         self._finish_script = redis.register_script(lua_script("finish.lua"))
         self._direct_script = redis.register_script(limits + lua_script("direct.lua"))
-        self._pending: list[tuple[InboundMessage, int, float, asyncio.Future[Admission]]] = []
+        # Group commit: whatever arrives while a batch is on the wire goes in the next one.
+        self._admissions: GroupCommit[tuple[InboundMessage, int, float]] = GroupCommit(
+            lambda batch: self._admit_batch(batch)
+        )
         self._reader = LaneReader(redis, keys, lambda lane: lane.streams)
         self._claim_cursor: dict[str, str] = {}  # per stream: where the next claim scan starts
         self._failed, self._failure_logged_at = 0, -LOG_EVERY_S
-        self._flushers = 0
-        self.batches_in_flight = 2
 
     @property
     def keeps_burst_lists(self) -> bool:
@@ -337,50 +338,24 @@ class PriorityQueue:
                     if done.status == "queued":
                         await self.instant.answered(message, text)
                     return done
-        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self._pending.append((message, priority, wait_until, future))
-        if self._flushers < self.batches_in_flight:
-            self._flushers += 1
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        # Group commit: whatever arrived while a batch was on the wire goes in the next one.
-        # Two batches in flight keep the process busy while Redis works on the other one.
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    results = await self._admit_batch(batch)
-                except Exception as exc:
-                    # Redis down, a cluster slot not covered (RedisClusterException is no
-                    # RedisError), or a bug: whatever it is, every message of the batch hears
-                    # back (503: not stored) instead of waiting forever on its future.
-                    self._log_failure(exc, len(batch))
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(StoreUnavailable("queue store unavailable"))
-                    continue
-                for (_, priority, _, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):  # this one script failed (OOM, say)
-                        self._log_failure(result, 1)
-                        future.set_exception(StoreUnavailable("queue store refused the write"))
-                        continue
-                    status, value = text_of(result[0]), text_of(result[1])
-                    if status == "full":
-                        future.set_exception(AdmissionRefused(int(value), self.retry_after_s))
-                    elif status == "duplicate":
-                        future.set_result(Admission("duplicate", value, priority))
-                    elif status == "throttled":
-                        future.set_result(self._throttled(result, priority))
-                    else:
-                        if self.acks is not None:
-                            self.acks.admitted(priority, status == "acked")
-                        future.set_result(Admission("queued", value, priority))
-        finally:
-            self._flushers -= 1
+            result = await self._admissions.call((message, priority, wait_until))
+        except Exception as exc:
+            # Redis down, a cluster slot not covered (RedisClusterException is no RedisError),
+            # this one script failing (OOM, say), or a bug: whatever it is, the message hears
+            # back (503: not stored).
+            self._log_failure(exc, 1)
+            raise StoreUnavailable("queue store unavailable") from exc
+        status, value = text_of(result[0]), text_of(result[1])
+        if status == "full":
+            raise AdmissionRefused(int(value), self.retry_after_s)
+        if status == "duplicate":
+            return Admission("duplicate", value, priority)
+        if status == "throttled":
+            return self._throttled(result, priority)
+        if self.acks is not None:
+            self.acks.admitted(priority, status == "acked")
+        return Admission("queued", value, priority)
 
     def _log_failure(self, exc: Exception, messages: int) -> None:
         """One line per LOG_EVERY_S about refused admissions, however many fail: a Redis
@@ -398,13 +373,11 @@ class PriorityQueue:
         )
         self._failed, self._failure_logged_at = 0, now
 
-    async def _admit_batch(
-        self, batch: Sequence[tuple[InboundMessage, int, float, asyncio.Future[Admission]]]
-    ) -> list[Any]:
+    async def _admit_batch(self, batch: Sequence[tuple[InboundMessage, int, float]]) -> list[Any]:
+        """admit.lua for each (message, priority, wait-until), in one round trip (results in
+        order, errors as values)."""
         now = str(time.time())
-        calls = [
-            self._admission(message, p, wait_until, now) for message, p, wait_until, _ in batch
-        ]
+        calls = [self._admission(message, p, wait_until, now) for message, p, wait_until in batch]
         return await self._evalsha_all(self._admit_script, calls)
 
     async def _evalsha_all(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import unquote, urlparse
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -27,6 +27,9 @@ CLUSTER_RETRIES = 10
 # How many times a command on one Redis server is tried again after a connection error (see
 # connect_redis): enough for a stale connection, short of stretching an outage's 503s.
 STANDALONE_RETRIES = 2
+
+
+T = TypeVar("T")
 
 
 class ClusterClientError(RedisError):
@@ -159,26 +162,29 @@ def _connect_cluster(url: str, max_connections: int) -> Redis:
     return cast(Redis, client)
 
 
-class GroupCommit:
-    """Single commands of concurrent callers sent together: whatever arrives while a batch is
-    on the wire goes in the next one, as one pipelined round trip (group commit). On the
-    ingest path redis-py's cost of a command of its own (a pooled connection each) is most of
-    the work a command does; two batches in flight keep the process busy meanwhile.
+class GroupCommit(Generic[T]):
+    """Work items of concurrent callers sent to Redis together: whatever arrives while a batch
+    is on the wire goes in the next one, in one pipelined round trip (group commit). On the
+    ingest path redis-py's cost of a call of its own (a pooled connection each) is most of the
+    work a command does; two batches in flight keep the process busy meanwhile.
 
-    Each caller gets its own command's reply, or its RedisError (also when the whole batch
-    failed). The commands of one batch are not a transaction.
+    ``send`` sends a batch and returns one result per item, in order, an item's error as its
+    value. Each caller gets its own item's result, or its exception (also the whole batch's
+    when ``send`` raised, whatever it was: no caller waits forever).
     """
 
-    def __init__(self, redis: Redis, *, batches_in_flight: int = 2) -> None:
-        self.redis = redis
+    def __init__(
+        self, send: Callable[[list[T]], Awaitable[Sequence[Any]]], *, batches_in_flight: int = 2
+    ) -> None:
+        self.send = send
         self.batches_in_flight = batches_in_flight
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[T, asyncio.Future[Any]]] = []
         self._flushers = 0
 
-    async def call(self, *command: Any) -> Any:
-        """The reply to ``command`` (e.g. ``"SET", key, "1", "NX", "EX", 60``)."""
+    async def call(self, item: T) -> Any:
+        """``item``'s result (raises its error)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((command, future))
+        self._pending.append((item, future))
         if self._flushers < self.batches_in_flight:
             self._flushers += 1
             asyncio.get_running_loop().create_task(self._flush())
@@ -189,13 +195,9 @@ class GroupCommit:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for command, _ in batch:
-                            pipe.execute_command(*command)
-                        results = await pipe.execute(raise_on_error=False)
+                    results: Sequence[Any] = await self.send([item for item, _ in batch])
                 except Exception as exc:  # every caller hears back, whatever it was
-                    failed = exc if isinstance(exc, RedisError) else RedisError(repr(exc))
-                    results = [failed] * len(batch)
+                    results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
@@ -205,6 +207,24 @@ class GroupCommit:
                         future.set_result(result)
         finally:
             self._flushers -= 1
+
+
+def pipelined(redis: Redis) -> Callable[[list[Sequence[Any]]], Awaitable[Sequence[Any]]]:
+    """A :class:`GroupCommit` sender of single commands (``("SET", key, "1", "NX", ...)``):
+    one pipeline a batch, not a transaction; anything failing is a RedisError."""
+
+    async def send(commands: list[Sequence[Any]]) -> Sequence[Any]:
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute(raise_on_error=False))
+        except RedisError:
+            raise
+        except Exception as exc:
+            raise RedisError(repr(exc)) from exc
+
+    return send
 
 
 async def delete_prefix(client: Redis, prefix: str) -> int:

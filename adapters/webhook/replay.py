@@ -13,13 +13,15 @@ import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters.webhook.signing import TOLERANCE_S, Signed
 from core.keys import Keys
-from core.store import GroupCommit
+from core.store import GroupCommit, pipelined
 
 # Kept this much longer than the timestamp's own window: processes whose clocks differ by
 # less still refuse every replay.
@@ -33,7 +35,7 @@ class SignatureMemory:
         self.redis = redis
         self.keys = keys
         # Claims of concurrent requests go together: one round trip per batch, not one each.
-        self._claims = GroupCommit(redis)
+        self._claims: GroupCommit[Sequence[Any]] = GroupCommit(pipelined(redis))
 
     def _key(self, signed: Signed) -> str:
         return self.keys.signature_seen(hashlib.sha256(signed.signature.encode()).hexdigest()[:32])
@@ -42,7 +44,7 @@ class SignatureMemory:
         """True the first time the signature is seen; RedisError when Redis cannot say."""
         valid_for = signed.sent_at + TOLERANCE_S - (time.time() if now is None else now)
         ttl = max(1, math.ceil(valid_for)) + CLOCK_MARGIN_S
-        return bool(await self._claims.call("SET", self._key(signed), "1", "NX", "EX", ttl))
+        return bool(await self._claims.call(("SET", self._key(signed), "1", "NX", "EX", ttl)))
 
     async def release(self, signed: Signed) -> None:
         """Forget a signature whose request stored nothing (best effort: with Redis down, the
