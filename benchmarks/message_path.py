@@ -77,7 +77,7 @@ async def traced(step: Callable[[], Awaitable[Any]]) -> list[str]:
         tasks.add(task)
         return task
 
-    loop.set_task_factory(tracking)  # type: ignore[arg-type]
+    loop.set_task_factory(tracking)
     main = asyncio.ensure_future(step())
     tasks.add(main)
     sys.setprofile(hook)
